@@ -1,0 +1,84 @@
+# SPDX-License-Identifier: GPL-2.0
+# shellcheck shell=sh
+#
+# Shared by every script in scripts/: the one place that knows each path
+# (cache, kernel source, build trees, results) and the message helpers.
+
+REPO_ROOT=$(CDPATH='' cd -- "$(dirname -- "$0")/.." && pwd)
+CACHE_DIR=${RGN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/rust-gfp-nolocks}
+KERNEL_SERIES=${RGN_KERNEL_SERIES:-7.3}
+export KERNEL_SRC_PKG="linux-source-$KERNEL_SERIES"
+export KERNEL_SRC_SUITE=trixie-backports
+LLVM_SUFFIX=-19
+export FLAVORS="lockdep rt"
+
+# The rustup toolchain lives in ~/.cargo/bin; a CI shell may not have it.
+case ":$PATH:" in
+*":$HOME/.cargo/bin:"*) ;;
+*) PATH=$HOME/.cargo/bin:$PATH ;;
+esac
+export PATH
+
+log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
+die() {
+	printf '%s: error: %s\n' "${0##*/}" "$*" >&2
+	exit 1
+}
+
+# now_s: seconds since the epoch with sub-second precision, for step timings.
+now_s() { date +%s.%N; }
+
+# elapsed START: seconds since START, one decimal.
+elapsed() { awk -v s="$1" -v e="$(now_s)" 'BEGIN { printf "%.1f", e - s }'; }
+
+# step NAME CMD...: runs CMD, printing one line when it starts and one with
+# its duration when it ends.
+step() {
+	_step_name=$1
+	shift
+	_step_t0=$(now_s)
+	log "$_step_name ..."
+	"$@"
+	log "$_step_name done in $(elapsed "$_step_t0") s"
+}
+
+check_flavor() {
+	case " $FLAVORS " in
+	*" $1 "*) ;;
+	*) die "unknown flavor '$1': use one of: $FLAVORS" ;;
+	esac
+}
+
+# kernel_src_dir: the unpacked kernel source tree (set by scripts/setup).
+kernel_src_dir() {
+	_d=$(cat "$CACHE_DIR/src/current" 2>/dev/null) ||
+		die "no kernel source unpacked in $CACHE_DIR/src: run scripts/setup"
+	[ -f "$_d/Makefile" ] || die "kernel source $_d is incomplete: delete $CACHE_DIR/src and run scripts/setup"
+	printf '%s\n' "$_d"
+}
+
+# kernel_version DIR: the version a kernel tree's Makefile declares, e.g. 7.3.4.
+kernel_version() {
+	awk '/^VERSION =/ { v = $3 } /^PATCHLEVEL =/ { p = $3 } /^SUBLEVEL =/ { s = $3 }
+	     END { print v "." p "." s }' "$1/Makefile"
+}
+
+toolchain_id() {
+	printf '%s\n' "$(rustc --version)" "$(bindgen --version 2>/dev/null)" \
+		"$(clang$LLVM_SUFFIX --version | head -n 1)"
+}
+
+# build_key FLAVOR: what a build tree depends on, hashed: kernel version,
+# the fragments' contents and the toolchain versions.
+build_key() {
+	{
+		kernel_version "$(kernel_src_dir)"
+		cat "$REPO_ROOT/scripts/configs/base.config" "$REPO_ROOT/scripts/configs/$1.config"
+		toolchain_id
+	} | sha256sum | cut -c 1-12
+}
+
+# kdir FLAVOR: the build tree (a KDIR for out-of-tree modules) of a flavor.
+kdir() {
+	printf '%s/build/%s-%s-%s\n' "$CACHE_DIR" "$(kernel_version "$(kernel_src_dir)")" "$1" "$(build_key "$1")"
+}
