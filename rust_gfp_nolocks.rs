@@ -164,6 +164,13 @@ mod sys {
         unsafe { core::ptr::read_volatile(&raw const bindings::jiffies) as usize }
     }
 
+    /// Whether the kernel carries TAINT_WARN (set by every WARN and every
+    /// "sleeping function called from invalid context" report).
+    pub(crate) fn warn_tainted() -> bool {
+        // SAFETY: Reads one bit of the taint mask.
+        unsafe { bindings::test_taint(bindings::TAINT_WARN) != 0 }
+    }
+
     pub(crate) fn hz() -> usize {
         kernel::time::msecs_to_jiffies(1000) as usize
     }
@@ -231,15 +238,24 @@ mod sys {
         call.work.func = Some(hardirq_trampoline);
         // Queue and wait with preemption off so that the interrupt lands on
         // this CPU while the runner task is `current` there: reports printed
-        // from the handler are attributed to the running cell.
+        // from the handler are attributed to the running cell. The wait is a
+        // busy loop on IRQ_WORK_BUSY, since irq_work_sync() may sleep.
+        let work = &raw mut call.work;
         with_preempt_off_for_irq_work(&mut || {
-            // SAFETY: `call.work` is initialised and stays alive until
-            // `irq_work_sync()` returns.
-            unsafe {
-                bindings::irq_work_queue(&raw mut call.work);
-                bindings::irq_work_sync(&raw mut call.work);
+            // SAFETY: `work` is initialised and stays alive until
+            // `irq_work_sync()` below has returned.
+            unsafe { bindings::irq_work_queue(work) };
+            // SAFETY: The flags word is an atomic_t the kernel updates; a
+            // volatile read of it is what `irq_work_is_busy()` does.
+            while unsafe { core::ptr::read_volatile(&raw const (*work).node.__bindgen_anon_1.u_flags) }
+                & bindings::IRQ_WORK_BUSY as c_uint
+                != 0
+            {
+                core::hint::spin_loop();
             }
         });
+        // SAFETY: Preemption is on again; this only confirms the work is idle.
+        unsafe { bindings::irq_work_sync(work) };
     }
 
     fn with_preempt_off_for_irq_work(f: &mut dyn FnMut()) {
@@ -784,7 +800,7 @@ impl Stats {
 
 struct CellResult {
     cell: Cell,
-    /// `zone_lock`, `pcp`, or `none` for controls.
+    /// `zone_lock`, `pcp`, or `none` (nothing allocated, or a control).
     path: &'static str,
     iterations: u32,
     allocated: u32,
@@ -1004,7 +1020,11 @@ impl State {
         let reports = self.detector.end();
         Ok(CellResult {
             cell: Cell::Alloc(cell),
-            path: if zone_locked_pages > 0 { "zone_lock" } else { "pcp" },
+            path: match (zone_locked_pages, allocated) {
+                (0, 0) => "none",
+                (0, _) => "pcp",
+                _ => "zone_lock",
+            },
             iterations,
             allocated,
             failed,
@@ -1191,9 +1211,12 @@ impl kernel::Module for GfpNoLocks {
             unsafe { sys::Probe::attach(c"mm_page_alloc_zone_locked", zone_locked as *mut c_void, detector) }
                 .inspect_err(|_| pr_warn!("mm_page_alloc_zone_locked tracepoint missing: every cell will report path=pcp\n"))
                 .ok();
-        // Reports printed before the probe was attached are invisible: let
-        // __might_resched()'s rate limit expire before the first cell.
-        state.detector.last_sleep_report.store(sys::jiffies(), Relaxed);
+        // Reports printed before the probe was attached are invisible. Every
+        // __might_resched() report taints the kernel with TAINT_WARN: without
+        // it no rate limit is running; with it, let one expire before the
+        // first cell.
+        let since = if sys::warn_tainted() { 0 } else { sys::hz() + 2 };
+        state.detector.last_sleep_report.store(sys::jiffies().wrapping_sub(since), Relaxed);
         let module = Self {
             _console: console,
             _zone_locked: zone_locked,

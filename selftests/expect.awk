@@ -1,0 +1,99 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# Checks one rust_gfp_nolocks results line against expectations.txt.
+# usage: awk -v flavor=F -f expect.awk expectations.txt results-line-file
+# Prints one line: "ok|not_ok|retry<TAB>description<TAB>detail"
+# retry: lockdep was disarmed when the cell ran, and all it could check agreed.
+
+BEGIN {
+	nkinds = split("invalid_wait_context sleeping_in_atomic scheduling_while_atomic lockdep_other warning", kinds, " ")
+	is_lockdep["invalid_wait_context"] = 1
+	is_lockdep["lockdep_other"] = 1
+}
+
+function match_field(pattern, value) { return pattern == "*" || pattern == value }
+
+FNR == NR {
+	if ($0 ~ /^[ \t]*(#|$)/)
+		next
+	rows++
+	rflavor[rows] = $1; rctx[rows] = $2; ralloc[rows] = $3; rgfp[rows] = $4; rexpect[rows] = $5
+	reason = $0
+	for (i = 1; i <= 5; i++)
+		sub(/^[ \t]*[^ \t]+/, "", reason)
+	sub(/^[ \t]+/, "", reason)
+	rreason[rows] = reason
+	next
+}
+
+/^kind=/ {
+	delete obs
+	for (i = 1; i <= NF; i++) {
+		eq = index($i, "=")
+		obs[substr($i, 1, eq - 1)] = substr($i, eq + 1)
+	}
+	if (obs["kind"] == "control") {
+		ctx = "control"; alloc = obs["control"]; gfp = "-"
+		name = "control=" obs["control"]
+	} else {
+		ctx = obs["ctx"]; alloc = obs["alloc"]; gfp = obs["gfp"]
+		name = ctx "/" alloc "/" gfp "/" obs["path"]
+	}
+	row = 0
+	for (r = 1; r <= rows && !row; r++)
+		if (match_field(rflavor[r], flavor) && match_field(rctx[r], ctx) &&
+		    match_field(ralloc[r], alloc) && match_field(rgfp[r], gfp))
+			row = r
+	if (!row) {
+		printf "not_ok\t%s: no expectation row matches\t%s\n", name, $0
+		exit
+	}
+	check(row)
+	exit
+}
+
+function check(row,    want, exact, n, parts, i, kv, k, armed, bad, observed, fails) {
+	expect = rexpect[row]
+	fails = expect == "alloc_fails"
+	if (expect != "clean" && !fails) {
+		n = split(expect, parts, ",")
+		for (i = 1; i <= n; i++) {
+			split(parts[i], kv, "=")
+			want[kv[1]] = 1
+			if (kv[2] != "")
+				exact[kv[1]] = kv[2]
+		}
+	}
+	armed = obs["lockdep_before"] == 1
+	bad = ""; observed = ""
+	for (i = 1; i <= nkinds; i++) {
+		k = kinds[i]
+		if (obs[k] > 0)
+			observed = observed " " k "=" obs[k]
+		if (!armed && is_lockdep[k])
+			continue
+		if (k in exact) {
+			if (obs[k] != exact[k])
+				bad = bad " " k "=" obs[k] "(want " exact[k] ")"
+		} else if ((obs[k] > 0) != (k in want)) {
+			bad = bad " " k "=" obs[k] "(want " ((k in want) ? ">0" : "0") ")"
+		}
+	}
+	if (obs["kind"] == "alloc") {
+		if (obs["freed"] != obs["allocated"])
+			bad = bad " freed=" obs["freed"] "(want allocated=" obs["allocated"] ")"
+		if (fails && obs["allocated"] != 0)
+			bad = bad " allocated=" obs["allocated"] "(want 0)"
+		if (!fails && obs["observed_path"] != obs["path"])
+			bad = bad " observed_path=" obs["observed_path"] "(want " obs["path"] ")"
+	}
+	if (observed == "")
+		observed = " clean"
+	if (bad != "") {
+		printf "not_ok\t%s: expected %s, observed%s\tmismatch:%s; expectation: %s\n", name, expect, observed, bad, rreason[row]
+	} else if (!armed) {
+		printf "retry\t%s: not checked by lockdep (disarmed before the cell)\t%s\n", name, rreason[row]
+	} else {
+		printf "ok\t%s:%s as expected\t%s\n", name, observed, rreason[row]
+	}
+}

@@ -1,0 +1,330 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+#
+# kselftest-style KTAP tests of rust_gfp_nolocks, run inside the test guest.
+#
+# usage: run.sh PHASE...
+#   config      the running kernel has every option of its flavor's fragments
+#   load        free pages are recorded, the module loads, its debugfs files exist
+#   badinput    malformed specs get EINVAL, a log line naming the token, no change
+#   cells:all   every cell of the cases file against expectations.txt
+#   cells:FILE  the cells listed in FILE (one spec a line), stopping after the
+#               first cell that disarms lockdep (the rest wait for a new boot)
+#   agreement   module counters equal an independent count of the kernel log
+#   robust      concurrent writers, rmmod during a run, 50 insmod/rmmod
+#               cycles, and free pages equal to those recorded by 'load'
+# Cells that lockdep could not check are printed as "# RETRY <spec>" for the
+# host to run again in a fresh boot.
+set -u
+
+SELFTESTS=$(dirname "$0")
+# The kernel tree's helpers, copied into the guest by scripts/vm.
+# shellcheck source=/dev/null
+. "$SELFTESTS/ktap_helpers.sh"
+
+MODULE=/rgn/modules/rust_gfp_nolocks.ko
+DEBUGFS=/sys/kernel/debug/rust_gfp_nolocks
+FLAVOR=$(cat /rgn/flavor)
+KINDS="invalid_wait_context sleeping_in_atomic scheduling_while_atomic lockdep_other warning"
+# Free pages may drift by this much without a leak: slab and page-table pages
+# of the shell and of module loading come and go. A leak of one page per
+# cell shows as more than a hundred.
+FREE_PAGES_TOLERANCE=64
+
+pass() { ktap_test_pass "$FLAVOR: $*"; }
+fail() { ktap_test_fail "$FLAVOR: $*"; }
+check() {
+	desc=$1
+	shift
+	if "$@"; then pass "$desc"; else fail "$desc"; fi
+}
+
+module_loaded() { [ -d /sys/module/rust_gfp_nolocks ]; }
+load_module() { module_loaded || insmod "$MODULE"; }
+
+# free_pages: pages on the buddy free lists plus those on the per-cpu lists.
+free_pages() {
+	awk '$1 == "pages" && $2 == "free" { n += $3 } $1 == "count:" { n += $2 } END { print n }' /proc/zoneinfo
+}
+
+counter() { cat "$DEBUGFS/counters/$1"; }
+
+counters_snapshot() {
+	for c in $KINDS allocs_ok allocs_failed pages_freed cells_run; do
+		printf '%s=%s ' "$c" "$(counter "$c")"
+	done
+}
+
+# -- config ------------------------------------------------------------------
+
+phase_config() {
+	for frag in base "$FLAVOR"; do
+		missing=""
+		total=0
+		# shellcheck disable=SC2013 # one CONFIG_X=v word per line
+		for opt in $(sed -n -e 's/^\(CONFIG_[A-Za-z0-9_]*=.*\)$/\1/p' \
+			-e 's/^# \(CONFIG_[A-Za-z0-9_]*\) is not set$/\1=n/p' "/rgn/configs/$frag.config"); do
+			total=$((total + 1))
+			name=${opt%%=*}
+			want=${opt#*=}
+			got=$(zcat /proc/config.gz | sed -n "s/^$name=//p")
+			[ "${got:-n}" = "$want" ] || missing="$missing $name=${got:-n}(want $want)"
+		done
+		if [ -z "$missing" ]; then
+			pass "kernel_config: all $total options of $frag.config are set"
+		else
+			fail "kernel_config: $frag.config options missing:$missing"
+		fi
+	done
+}
+
+# -- load --------------------------------------------------------------------
+
+phase_load() {
+	FREE_BEFORE=$(free_pages)
+	echo "$FREE_BEFORE" >/tmp/free_before
+	check "module: insmod rust_gfp_nolocks.ko" load_module
+	missing=""
+	for f in run reset results cases lockdep counters/cells_run counters/allocs_ok counters/pages_freed; do
+		[ -e "$DEBUGFS/$f" ] || missing="$missing $f"
+	done
+	for k in $KINDS; do
+		[ -e "$DEBUGFS/counters/$k" ] || missing="$missing counters/$k"
+	done
+	if [ -z "$missing" ]; then pass "module: debugfs files present"; else fail "module: debugfs files missing:$missing"; fi
+	echo "rgn: module loaded" >/dev/kmsg
+}
+
+# -- badinput ----------------------------------------------------------------
+
+# bad_spec DESCRIPTION TOKEN: writes the spec in /tmp/spec (one write) and
+# checks EINVAL, a log line naming TOKEN, and unchanged counters and results.
+bad_spec() {
+	before=$(counters_snapshot)
+	lines_before=$(wc -l <"$DEBUGFS/results")
+	err=$(dd if=/tmp/spec of="$DEBUGFS/run" bs=65536 count=1 2>&1)
+	logged=$(dmesg | awk '/rgn: bad input case done/ { l = "" } /rust_gfp_nolocks: (run|reset):/ { l = $0 } END { print l }')
+	after=$(counters_snapshot)
+	lines_after=$(wc -l <"$DEBUGFS/results")
+	problems=""
+	case $err in *"Invalid argument"*) ;; *) problems="$problems write did not fail with EINVAL ($err);" ;; esac
+	case $logged in *"$2"*) ;; *) problems="$problems log line does not name '$2' ($logged);" ;; esac
+	[ "$before" = "$after" ] && [ "$lines_before" = "$lines_after" ] || problems="$problems counters or results changed;"
+	if [ -z "$problems" ]; then
+		pass "bad input $1: EINVAL, logged '$2', nothing changed"
+	else
+		fail "bad input $1:$problems"
+	fi
+	# Make the next case's log line unambiguous.
+	echo "rgn: bad input case done" >/dev/kmsg
+}
+
+bad() {
+	printf '%s' "${2%_}" >/tmp/spec
+	bad_spec "$1" "$3"
+}
+
+phase_badinput() {
+	load_module
+	good="ctx=process alloc=get_free_page"
+	bad "empty line" "$(printf '\n_')" "empty spec"
+	bad "blanks only" "   " "empty spec"
+	bad "unknown context" "ctx=bogus alloc=get_free_page gfp=GFP_ATOMIC" "'bogus'"
+	bad "unknown allocator" "ctx=process alloc=kmalloc gfp=GFP_ATOMIC" "'kmalloc'"
+	bad "unknown mask" "$good gfp=GFP_BOGUS" "'GFP_BOGUS'"
+	bad "mask in lower case" "$good gfp=gfp_atomic" "'gfp_atomic'"
+	bad "missing gfp" "$good" "missing gfp="
+	bad "missing ctx" "alloc=get_free_page gfp=GFP_ATOMIC" "missing ctx="
+	bad "order not a number" "ctx=process alloc=get_free_pages gfp=0 order=abc" "'order=abc'"
+	bad "negative order" "ctx=process alloc=get_free_pages gfp=0 order=-1" "'order=-1'"
+	bad "order above MAX_PAGE_ORDER" "ctx=process alloc=get_free_pages gfp=0 order=11" "'order=11'"
+	bad "fixed order changed" "$good gfp=0 order=2" "order 0 only"
+	bad "n=0" "$good gfp=0 n=0" "n=0"
+	bad "n overflowing u64" "$good gfp=0 n=99999999999999999999999" "'n=99999999999999999999999'"
+	bad "n above the cap" "$good gfp=0 n=8193" "'n=8193'"
+	bad "unknown key" "$good gfp=0 bogus=1" "unknown key 'bogus'"
+	bad "token without =" "$good gfp=0 trailing" "'trailing'"
+	bad "key given twice" "ctx=process $good gfp=0" "'ctx' given twice"
+	bad "trailing junk after all" "all extra" "'extra'"
+	bad "unknown control" "control=nope" "'nope'"
+	bad "control with other keys" "control=empty ctx=process" "takes no other key"
+	bad "unknown path" "$good gfp=0 path=slow" "'slow'"
+	bad "order never on per-cpu lists" "ctx=process alloc=get_free_pages gfp=0 order=4 path=pcp" "per-cpu lists"
+	bad "mask alloc_pages_nolock refuses" "ctx=process alloc=alloc_pages_nolock gfp=GFP_ATOMIC" "does not take gfp=GFP_ATOMIC"
+	printf 'ctx=process\000alloc=get_free_page gfp=0' >/tmp/spec
+	bad_spec "NUL byte" "control character 0x0"
+	printf 'ctx=\377\376 alloc=get_free_page gfp=0' >/tmp/spec
+	bad_spec "binary bytes" "not UTF-8"
+	head -c 300 /dev/zero | tr '\0' a >/tmp/spec
+	bad_spec "300-byte spec" "300 bytes"
+	head -c 65536 /dev/zero | tr '\0' a >/tmp/spec
+	bad_spec "64 KiB write" "65536 bytes"
+	printf '2' >/tmp/spec
+	err=$(dd if=/tmp/spec of="$DEBUGFS/reset" 2>&1)
+	case $err in
+	*"Invalid argument"*) pass "bad input to reset: EINVAL" ;;
+	*) fail "bad input to reset: '2' was accepted ($err)" ;;
+	esac
+	rm -f /tmp/spec
+}
+
+# -- cells -------------------------------------------------------------------
+
+# run_cell SPEC: runs one cell and checks its results line.
+run_cell() {
+	if ! err=$(printf '%s\n' "$1" 2>&1 >"$DEBUGFS/run"); then
+		fail "cell $1: the module refused it ($err)"
+		return
+	fi
+	tail -n 1 "$DEBUGFS/results" >/tmp/cell
+	verdict=$(awk -v flavor="$FLAVOR" -f "$SELFTESTS/expect.awk" "$SELFTESTS/expectations.txt" /tmp/cell)
+	status=$(printf '%s' "$verdict" | cut -f 1)
+	desc=$(printf '%s' "$verdict" | cut -f 2)
+	detail=$(printf '%s' "$verdict" | cut -f 3)
+	case $status in
+	ok) pass "$desc" ;;
+	retry) echo "# RETRY $1" ;;
+	*)
+		fail "$desc"
+		echo "# $detail"
+		echo "# observed: $(cat /tmp/cell)"
+		;;
+	esac
+}
+
+phase_cells() {
+	load_module
+	if [ "$1" = all ]; then
+		cat "$DEBUGFS/cases" >/tmp/specs
+		stop_on_disarm=0
+	else
+		cp "$1" /tmp/specs
+		stop_on_disarm=1
+	fi
+	stopped=0
+	while IFS= read -r spec; do
+		[ -n "$spec" ] || continue
+		if [ "$stopped" -eq 1 ]; then
+			echo "# RETRY $spec"
+			continue
+		fi
+		run_cell "$spec"
+		[ "$stop_on_disarm" -eq 0 ] || [ "$(cat "$DEBUGFS/lockdep")" = armed ] || stopped=1
+	done </tmp/specs
+}
+
+# -- agreement ---------------------------------------------------------------
+
+# Counts report headers in the kernel log since the module was loaded, by the
+# same rules the module uses, but from dmesg after the fact.
+log_report_counts() {
+	dmesg | awk '
+		/rgn: module loaded/ { on = 1; next }
+		!on { next }
+		{ sub(/^\[[ 0-9.]*\] /, ""); line = $0 }
+		line ~ /^\[ BUG: Invalid wait context \]/ { iwc++ }
+		line ~ /^BUG: sleeping function called from invalid context/ { sia++ }
+		line ~ /^BUG: scheduling while atomic/ { swa++ }
+		line !~ /^(\[ BUG: Invalid wait context \]|BUG: sleeping function|BUG: scheduling while atomic)/ && line ~ /^(WARNING:|BUG:|\[ BUG:)/ {
+			if (prev ~ /^========/) other++; else warn++
+		}
+		{ prev = line }
+		END { printf "invalid_wait_context=%d sleeping_in_atomic=%d scheduling_while_atomic=%d lockdep_other=%d warning=%d\n", iwc, sia, swa, other, warn }'
+}
+
+phase_agreement() {
+	module=""
+	unattributed=$(counter unattributed)
+	for k in $KINDS; do
+		module="$module$k=$(counter "$k") "
+	done
+	module=${module% }
+	log=$(log_report_counts)
+	if [ "$module" = "$log" ] && [ "$unattributed" -eq 0 ]; then
+		pass "detector agreement: counters equal the kernel log ($log)"
+	else
+		fail "detector agreement: counters '$module' (unattributed $unattributed), kernel log '$log'"
+	fi
+	sums=$(awk '{ for (i = 1; i <= NF; i++) { eq = index($i, "="); v[substr($i, 1, eq - 1)] += substr($i, eq + 1) } n++ }
+		END { printf "invalid_wait_context=%d sleeping_in_atomic=%d scheduling_while_atomic=%d lockdep_other=%d warning=%d allocs_ok=%d allocs_failed=%d pages_freed=%d cells_run=%d ", v["invalid_wait_context"], v["sleeping_in_atomic"], v["scheduling_while_atomic"], v["lockdep_other"], v["warning"], v["allocated"], v["failed"], v["freed"], n }' "$DEBUGFS/results")
+	snap=$(counters_snapshot)
+	if [ "$sums" = "$snap" ]; then
+		pass "counters equal the sums of the per-cell results ($(counter cells_run) cells)"
+	else
+		fail "counters '$snap' differ from per-cell sums '$sums'"
+	fi
+}
+
+# -- robust ------------------------------------------------------------------
+
+# write_status SPEC FILE: writes SPEC to run, and the write's exit status to FILE.
+write_status() {
+	status=0
+	printf '%s\n' "$1" 2>/dev/null >"$DEBUGFS/run" || status=$?
+	echo "$status" >"$2"
+}
+
+phase_robust() {
+	load_module
+	echo 1 >"$DEBUGFS/reset"
+	spec_a="ctx=process alloc=get_free_page gfp=GFP_KERNEL"
+	spec_b="ctx=spin_lock alloc=get_free_page gfp=GFP_ATOMIC"
+	write_status "$spec_a" /tmp/writer_a &
+	write_status "$spec_b" /tmp/writer_b &
+	wait
+	runs=$(wc -l <"$DEBUGFS/results")
+	if [ "$(cat /tmp/writer_a)$(cat /tmp/writer_b)" = 00 ] && [ "$runs" -eq 2 ] && [ "$(counter cells_run)" -eq 2 ]; then
+		pass "two writers at once: both runs complete, 2 results, cells_run=2"
+	else
+		fail "two writers at once: exit $(cat /tmp/writer_a)/$(cat /tmp/writer_b), $runs results, cells_run=$(counter cells_run)"
+	fi
+
+	write_status all /tmp/writer_all &
+	writer=$!
+	sleep 1
+	if rmmod rust_gfp_nolocks && ! module_loaded; then
+		wait "$writer"
+		pass "rmmod during 'run all': module gone, writer ended (exit $(cat /tmp/writer_all))"
+	else
+		wait "$writer"
+		fail "rmmod during 'run all' failed"
+	fi
+
+	failures=0
+	i=0
+	while [ "$i" -lt 50 ]; do
+		insmod "$MODULE" && [ -d "$DEBUGFS" ] && rmmod rust_gfp_nolocks && [ ! -d "$DEBUGFS" ] || failures=$((failures + 1))
+		i=$((i + 1))
+	done
+	if [ "$failures" -eq 0 ]; then pass "50 insmod/rmmod cycles"; else fail "50 insmod/rmmod cycles: $failures failed"; fi
+
+	free_after=$(free_pages)
+	free_before=$(cat /tmp/free_before)
+	drift=$((free_after - free_before))
+	if [ "${drift#-}" -le "$FREE_PAGES_TOLERANCE" ]; then
+		pass "free pages after the full matrix and the cycles: $free_before before, $free_after after (drift $drift, tolerance $FREE_PAGES_TOLERANCE)"
+	else
+		fail "free pages after the full matrix and the cycles: $free_before before, $free_after after (drift $drift > $FREE_PAGES_TOLERANCE): leak?"
+	fi
+}
+
+main() {
+	ktap_print_header
+	for phase in "$@"; do
+		echo "# phase $phase"
+		case $phase in
+		config) phase_config ;;
+		load) phase_load ;;
+		badinput) phase_badinput ;;
+		cells:*) phase_cells "${phase#cells:}" ;;
+		agreement) phase_agreement ;;
+		robust) phase_robust ;;
+		*) ktap_exit_fail_msg "unknown phase '$phase'" ;;
+		esac
+	done
+	ktap_set_plan $((KTAP_TESTNO - 1))
+	ktap_print_totals
+	[ "$KTAP_CNT_FAIL" -eq 0 ]
+}
+
+main "$@"
