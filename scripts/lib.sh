@@ -82,3 +82,64 @@ build_key() {
 kdir() {
 	printf '%s/build/%s-%s-%s\n' "$CACHE_DIR" "$(kernel_version "$(kernel_src_dir)")" "$1" "$(build_key "$1")"
 }
+
+export HOST_TOOL="$REPO_ROOT/host/target/release/rgn-report"
+
+# prepare FLAVOR...: everything the README's commands need, from a fresh
+# machine: packages and sources, the kernels, the module, the host tool.
+# Each step is a no-op when its result is already there.
+prepare() {
+	"$REPO_ROOT/scripts/setup"
+	for _f in "$@"; do
+		"$REPO_ROOT/scripts/build-kernel" "$_f" >/dev/null
+		"$REPO_ROOT/scripts/build-module" "$_f" >/dev/null
+	done
+	step "host tool (cargo build)" cargo build -q --release --manifest-path "$REPO_ROOT/host/Cargo.toml" ||
+		die "building host/ failed: run 'cargo build --release' in host/ to see why"
+}
+
+# for_each_flavor_parallel FLAVORS CMD...: runs CMD FLAVOR for every flavor at
+# once (a VM waiting on the HZ rate limit leaves the CPU to the other); fails
+# if any failed.
+for_each_flavor_parallel() {
+	_flavors=$1
+	shift
+	_pids=""
+	for _f in $_flavors; do
+		"$@" "$_f" &
+		_pids="$_pids $!"
+	done
+	_failed=0
+	for _p in $_pids; do
+		wait "$_p" || _failed=1
+	done
+	return "$_failed"
+}
+
+# parse_flavors ARGS: sets FLAVOR_LIST from "--flavor F" options (default: all).
+parse_flavors() {
+	FLAVOR_LIST=""
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--flavor)
+			[ $# -ge 2 ] || die "--flavor needs one of: $FLAVORS"
+			check_flavor "$2"
+			FLAVOR_LIST="$FLAVOR_LIST $2"
+			shift
+			;;
+		*) die "unknown argument '$1' (only --flavor FLAVOR, repeatable)" ;;
+		esac
+		shift
+	done
+	[ -n "$FLAVOR_LIST" ] || FLAVOR_LIST=$FLAVORS
+}
+
+# boot_outputs RUN_DIR: the guest outputs of a scripts/run-flavor run, in boot order.
+boot_outputs() {
+	_n=$(cat "$1/boots" 2>/dev/null) || die "$1 holds no finished run"
+	_i=1
+	while [ "$_i" -le "$_n" ]; do
+		printf '%s\n' "$1/boot-$_i.out"
+		_i=$((_i + 1))
+	done
+}

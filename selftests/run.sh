@@ -10,6 +10,8 @@
 #   cells:all   every cell of the cases file against expectations.txt
 #   cells:FILE  the cells listed in FILE (one spec a line), stopping after the
 #               first cell that disarms lockdep (the rest wait for a new boot)
+#   matrix:all, matrix:FILE
+#               as cells:, printing each result without judging it (make matrix)
 #   agreement   module counters equal an independent count of the kernel log
 #   robust      concurrent writers, rmmod during a run, 50 insmod/rmmod
 #               cycles, and free pages equal to those recorded by 'load'
@@ -170,13 +172,19 @@ phase_badinput() {
 
 # -- cells -------------------------------------------------------------------
 
-# run_cell SPEC: runs one cell and checks its results line.
+# run_cell SPEC JUDGE: runs one cell, prints its results line for the host
+# and, with JUDGE=1, checks it against the expectations.
 run_cell() {
 	if ! err=$(printf '%s\n' "$1" 2>&1 >"$DEBUGFS/run"); then
 		fail "cell $1: the module refused it ($err)"
 		return
 	fi
 	tail -n 1 "$DEBUGFS/results" >/tmp/cell
+	echo "# RESULT $(cat /tmp/cell)"
+	if [ "$2" -eq 0 ]; then
+		grep -q ' lockdep_before=1 ' /tmp/cell || echo "# RETRY $1"
+		return
+	fi
 	verdict=$(awk -v flavor="$FLAVOR" -f "$SELFTESTS/expect.awk" "$SELFTESTS/expectations.txt" /tmp/cell)
 	status=$(printf '%s' "$verdict" | cut -f 1)
 	desc=$(printf '%s' "$verdict" | cut -f 2)
@@ -192,6 +200,7 @@ run_cell() {
 	esac
 }
 
+# phase_cells SOURCE JUDGE: SOURCE is "all" or a file of specs.
 phase_cells() {
 	load_module
 	if [ "$1" = all ]; then
@@ -208,7 +217,7 @@ phase_cells() {
 			echo "# RETRY $spec"
 			continue
 		fi
-		run_cell "$spec"
+		run_cell "$spec" "$2"
 		[ "$stop_on_disarm" -eq 0 ] || [ "$(cat "$DEBUGFS/lockdep")" = armed ] || stopped=1
 	done </tmp/specs
 }
@@ -311,17 +320,19 @@ phase_robust() {
 main() {
 	ktap_print_header
 	for phase in "$@"; do
-		echo "# phase $phase"
+		echo "# phase $phase at $(cut -d ' ' -f 1 /proc/uptime)"
 		case $phase in
 		config) phase_config ;;
 		load) phase_load ;;
 		badinput) phase_badinput ;;
-		cells:*) phase_cells "${phase#cells:}" ;;
+		cells:*) phase_cells "${phase#cells:}" 1 ;;
+		matrix:*) phase_cells "${phase#matrix:}" 0 ;;
 		agreement) phase_agreement ;;
 		robust) phase_robust ;;
 		*) ktap_exit_fail_msg "unknown phase '$phase'" ;;
 		esac
 	done
+	echo "# phase end at $(cut -d ' ' -f 1 /proc/uptime)"
 	ktap_set_plan $((KTAP_TESTNO - 1))
 	ktap_print_totals
 	[ "$KTAP_CNT_FAIL" -eq 0 ]

@@ -1,0 +1,495 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Host side of rust_gfp_nolocks: reads the `# RESULT` lines the guests
+//! print (one per cell run, in the module's `results` format), merges the
+//! boots of one flavor, and renders the answer: JSON for other tools, a
+//! compact table per flavor in the spirit of `lib/locking-selftest.c`, the
+//! differences between flavors, a timing summary and an SVG heatmap.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Report kinds, in the module's order.
+pub const REPORT_KINDS: [&str; 5] = [
+    "invalid_wait_context",
+    "sleeping_in_atomic",
+    "scheduling_while_atomic",
+    "lockdep_other",
+    "warning",
+];
+
+/// One legend symbol per report kind, in `REPORT_KINDS` order.
+const REPORT_SYMBOLS: [char; 5] = ['W', 'S', 'A', 'L', '!'];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Stats {
+    pub min: u64,
+    pub median: u64,
+    pub max: u64,
+}
+
+/// One cell as observed, in the JSON shape of `results/*.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cell {
+    /// The spec that runs this cell again (`echo SPEC > run`).
+    pub spec: String,
+    /// `alloc` or `control`.
+    pub kind: String,
+    pub context: String,
+    /// The allocator, or for a control the control's name.
+    pub allocator: String,
+    /// The GFP mask, `-` for a control.
+    pub gfp: String,
+    pub order: u32,
+    /// The path the spec asked for: `zone_lock`, `pcp`, or `none` (controls).
+    pub requested_path: String,
+    /// The path the allocations took: `zone_lock`, `pcp` or `none`.
+    pub path: String,
+    pub iterations: u64,
+    pub allocated: u64,
+    pub failed: u64,
+    /// Whether lockdep was armed when the cell started: if not, the cell
+    /// was not checked by lockdep.
+    pub lockdep_armed: bool,
+    pub reports: BTreeMap<String, u64>,
+    pub alloc_ns: Stats,
+    pub section_ns: u64,
+}
+
+impl Cell {
+    /// Parses one line of the module's `results` file (with or without the
+    /// guest's `# RESULT ` prefix).
+    pub fn parse(line: &str) -> Result<Cell, String> {
+        let line = line.trim().trim_start_matches("# RESULT ").trim();
+        let mut kv = BTreeMap::new();
+        for token in line.split_ascii_whitespace() {
+            let (k, v) = token
+                .split_once('=')
+                .ok_or_else(|| format!("token '{token}' is not key=value in: {line}"))?;
+            kv.insert(k, v);
+        }
+        let get = |k: &str| kv.get(k).copied().ok_or_else(|| format!("missing {k}= in: {line}"));
+        let num = |k: &str| -> Result<u64, String> {
+            get(k)?.parse::<u64>().map_err(|_| format!("{k}= is not a number in: {line}"))
+        };
+        let kind = get("kind")?.to_string();
+        let mut reports = BTreeMap::new();
+        for k in REPORT_KINDS {
+            reports.insert(k.to_string(), num(k)?);
+        }
+        let (spec, allocator, gfp, order, requested_path) = match kind.as_str() {
+            "alloc" => (
+                format!(
+                    "ctx={} alloc={} gfp={} order={} path={} n={}",
+                    get("ctx")?,
+                    get("alloc")?,
+                    get("gfp")?,
+                    get("order")?,
+                    get("path")?,
+                    get("n")?
+                ),
+                get("alloc")?.to_string(),
+                get("gfp")?.to_string(),
+                num("order")? as u32,
+                get("path")?.to_string(),
+            ),
+            "control" => (
+                format!("control={}", get("control")?),
+                get("control")?.to_string(),
+                "-".to_string(),
+                0,
+                "none".to_string(),
+            ),
+            other => return Err(format!("unknown kind={other} in: {line}")),
+        };
+        Ok(Cell {
+            spec,
+            kind,
+            context: get("context")?.to_string(),
+            allocator,
+            gfp,
+            order,
+            requested_path,
+            path: get("observed_path")?.to_string(),
+            iterations: num("iterations")?,
+            allocated: num("allocated")?,
+            failed: num("failed")?,
+            lockdep_armed: num("lockdep_before")? == 1,
+            reports,
+            alloc_ns: Stats {
+                min: num("alloc_ns_min")?,
+                median: num("alloc_ns_median")?,
+                max: num("alloc_ns_max")?,
+            },
+            section_ns: num("section_ns")?,
+        })
+    }
+
+    fn report(&self, kind: &str) -> u64 {
+        self.reports.get(kind).copied().unwrap_or(0)
+    }
+
+    /// The legend symbol: `.` clean, `W` invalid wait context, `S` sleeping
+    /// in atomic, `A` scheduling while atomic, `L` other lockdep report,
+    /// `!` warning, `F` every allocation failed, and a trailing `?` when
+    /// lockdep was disarmed (not checked by lockdep).
+    pub fn symbol(&self) -> String {
+        let mut s = String::new();
+        if self.kind == "alloc" && self.allocated == 0 && self.failed > 0 {
+            s.push('F');
+        }
+        for (kind, sym) in REPORT_KINDS.iter().zip(REPORT_SYMBOLS) {
+            if self.report(kind) > 0 {
+                s.push(sym);
+            }
+        }
+        if !self.lockdep_armed {
+            s.push('?');
+        } else if s.is_empty() {
+            s.push('.');
+        }
+        s
+    }
+}
+
+/// All `# RESULT` lines of one boot's guest output, in order.
+pub fn parse_boot(output: &str) -> Result<Vec<Cell>, String> {
+    output
+        .lines()
+        .filter(|l| l.starts_with("# RESULT "))
+        .map(Cell::parse)
+        .collect()
+}
+
+/// Merges boots in order: each cell keeps its first observation with
+/// lockdep armed, or else its last observation (then marked not checked).
+/// Cells keep the order in which they were first seen.
+pub fn merge(boots: &[Vec<Cell>]) -> Vec<Cell> {
+    let mut merged: Vec<Cell> = Vec::new();
+    for cell in boots.iter().flatten() {
+        match merged.iter_mut().find(|c| c.spec == cell.spec) {
+            None => merged.push(cell.clone()),
+            Some(seen) if !seen.lockdep_armed => *seen = cell.clone(),
+            Some(_) => {}
+        }
+    }
+    merged
+}
+
+/// One flavor's merged results, the shape of `results/<kernel>-<flavor>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub kernel: String,
+    pub flavor: String,
+    pub config: BTreeMap<String, bool>,
+    pub boots: u32,
+    pub cells: Vec<Cell>,
+}
+
+/// Kernel options the report records, read from the build's `.config`.
+pub const CONFIG_KEYS: [&str; 8] = [
+    "PREEMPT_RT",
+    "PREEMPT",
+    "PROVE_LOCKING",
+    "PROVE_RAW_LOCK_NESTING",
+    "DEBUG_ATOMIC_SLEEP",
+    "DEBUG_PREEMPT",
+    "PREEMPT_RCU",
+    "TRACEPOINTS",
+];
+
+/// Reads `CONFIG_KEYS` from the text of a `.config`.
+pub fn config_flags(dot_config: &str) -> BTreeMap<String, bool> {
+    CONFIG_KEYS
+        .iter()
+        .map(|k| {
+            let set = dot_config.lines().any(|l| l == format!("CONFIG_{k}=y"));
+            (k.to_string(), set)
+        })
+        .collect()
+}
+
+impl Report {
+    /// The cells of the default matrix (zone_lock path), as a table:
+    /// contexts as rows, (allocator, gfp) pairs as columns.
+    fn grid(&self) -> (Vec<&str>, Vec<(&str, &str)>) {
+        let mut rows: Vec<&str> = Vec::new();
+        let mut cols: Vec<(&str, &str)> = Vec::new();
+        for c in self.cells.iter().filter(|c| c.kind == "alloc" && c.requested_path == "zone_lock") {
+            if !rows.contains(&c.context.as_str()) {
+                rows.push(&c.context);
+            }
+            let col = (c.allocator.as_str(), c.gfp.as_str());
+            if !cols.contains(&col) {
+                cols.push(col);
+            }
+        }
+        (rows, cols)
+    }
+
+    fn cell(&self, ctx: &str, alloc: &str, gfp: &str) -> Option<&Cell> {
+        self.cells.iter().find(|c| {
+            c.kind == "alloc" && c.requested_path == "zone_lock" && c.context == ctx && c.allocator == alloc && c.gfp == gfp
+        })
+    }
+
+    fn title(&self) -> String {
+        let on = |k: &str| self.config.get(k).copied().unwrap_or(false);
+        format!(
+            "{} {} ({}{}), {} boot{}",
+            self.flavor,
+            self.kernel,
+            if on("PREEMPT_RT") { "PREEMPT_RT" } else { "PREEMPT" },
+            if on("PROVE_RAW_LOCK_NESTING") { ", PROVE_RAW_LOCK_NESTING" } else { "" },
+            self.boots,
+            if self.boots == 1 { "" } else { "s" }
+        )
+    }
+
+    /// The compact text table of one flavor.
+    pub fn table(&self) -> String {
+        let (rows, cols) = self.grid();
+        let width = 7;
+        let label = rows.iter().map(|r| r.len()).max().unwrap_or(8).max(8) + 2;
+        let mut out = String::new();
+        let _ = writeln!(out, "{}", self.title());
+        // Allocator names span their columns.
+        let mut line = " ".repeat(label);
+        let mut i = 0;
+        while i < cols.len() {
+            let span = cols[i..].iter().take_while(|c| c.0 == cols[i].0).count();
+            let name = short_allocator(cols[i].0);
+            let _ = write!(line, "{:<w$}", format!("|{name}"), w = span * width);
+            i += span;
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+        let mut line = format!("{:<label$}", "");
+        for (_, gfp) in &cols {
+            let _ = write!(line, "{:<width$}", format!("|{}", short_gfp(gfp)));
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+        for row in &rows {
+            let mut line = format!("{row:<label$}");
+            for (alloc, gfp) in &cols {
+                let sym = self.cell(row, alloc, gfp).map_or("-".to_string(), Cell::symbol);
+                let _ = write!(line, "{:<width$}", format!("|{sym}"));
+            }
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+        let controls: Vec<String> =
+            self.cells.iter().filter(|c| c.kind == "control").map(|c| format!("{} {}", c.allocator, c.symbol())).collect();
+        if !controls.is_empty() {
+            let _ = writeln!(out, "controls: {}", controls.join(", "));
+        }
+        out
+    }
+
+    /// Cells the merge could not observe with lockdep armed.
+    pub fn unchecked(&self) -> Vec<&Cell> {
+        self.cells.iter().filter(|c| !c.lockdep_armed).collect()
+    }
+
+    /// Timing summary: per path taken, the median over cells of the median
+    /// allocation time, and the median atomic section length.
+    pub fn timing(&self) -> String {
+        let mut out = String::new();
+        for path in ["pcp", "zone_lock"] {
+            let cells: Vec<&Cell> =
+                self.cells.iter().filter(|c| c.kind == "alloc" && c.path == path && c.order == 0).collect();
+            if cells.is_empty() {
+                continue;
+            }
+            let mut alloc: Vec<u64> = cells.iter().map(|c| c.alloc_ns.median).collect();
+            let mut section: Vec<u64> = cells.iter().map(|c| c.section_ns).collect();
+            let _ = writeln!(
+                out,
+                "{}: order-0 allocation on the {} path: median {} ns over {} cells (min {} ns); atomic section median {} ns",
+                self.flavor,
+                path,
+                median(&mut alloc),
+                cells.len(),
+                cells.iter().map(|c| c.alloc_ns.min).min().unwrap_or(0),
+                median(&mut section)
+            );
+        }
+        out
+    }
+}
+
+fn median(v: &mut [u64]) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+fn short_allocator(name: &str) -> &str {
+    match name {
+        "get_free_page" => "__get_free_page()",
+        "get_free_pages" => "__get_free_pages(order 4)",
+        "alloc_pages_nolock" => "nolock",
+        other => other,
+    }
+}
+
+fn short_gfp(gfp: &str) -> &str {
+    match gfp {
+        "GFP_KERNEL" => "KERNEL",
+        "GFP_NOWAIT" => "NOWAIT",
+        "GFP_ATOMIC" => "ATOMIC",
+        "__GFP_HIGH" => "HIGH",
+        "GFP_ATOMIC|__GFP_NOWARN" => "AT|NW",
+        other => other,
+    }
+}
+
+/// The legend of `Cell::symbol`.
+pub const LEGEND: &str = "legend: . clean  W invalid wait context  S sleeping in atomic  A scheduling while atomic  \
+L other lockdep report  ! warning  F allocation failed  ? not checked by lockdep\n\
+columns: masks under each allocator (AT|NW = GFP_ATOMIC|__GFP_NOWARN); rows: the atomic context around the allocation";
+
+/// Cells whose symbol differs between two flavors, one line each.
+pub fn diff(a: &Report, b: &Report) -> Vec<String> {
+    let mut out = Vec::new();
+    for ca in &a.cells {
+        let Some(cb) = b.cells.iter().find(|c| c.spec == ca.spec) else {
+            out.push(format!("{}: only on {}", ca.spec, a.flavor));
+            continue;
+        };
+        if ca.symbol() != cb.symbol() {
+            out.push(format!(
+                "{} {} {}: {} {}, {} {}",
+                ca.context,
+                ca.allocator,
+                ca.gfp,
+                a.flavor,
+                ca.symbol(),
+                b.flavor,
+                cb.symbol()
+            ));
+        }
+    }
+    for cb in b.cells.iter().filter(|cb| !a.cells.iter().any(|ca| ca.spec == cb.spec)) {
+        out.push(format!("{}: only on {}", cb.spec, b.flavor));
+    }
+    out
+}
+
+/// Fill colour of a symbol in the heatmap.
+fn colour(sym: &str) -> &'static str {
+    let s = sym.trim_end_matches('?');
+    match () {
+        _ if s.is_empty() => "#d9d9d9",
+        _ if s == "." => "#a6d96a",
+        _ if s.contains('W') && s.contains('S') => "#a50026",
+        _ if s.contains('W') => "#d73027",
+        _ if s.contains('S') || s.contains('A') => "#fdae61",
+        _ if s.contains('L') || s.contains('!') => "#f46d43",
+        _ if s.contains('F') => "#74add1",
+        _ => "#ffffbf",
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// A self-contained SVG heatmap of the flavors side by side.
+pub fn svg(reports: &[Report]) -> String {
+    const CELL: usize = 34;
+    const LABEL: usize = 170;
+    const TOP: usize = 150;
+    let panels: Vec<_> = reports.iter().map(|r| (r, r.grid())).collect();
+    let panel_w = |cols: usize| LABEL + cols * CELL + 30;
+    let width: usize = panels.iter().map(|(_, (_, cols))| panel_w(cols.len())).sum::<usize>().max(400);
+    let rows_max = panels.iter().map(|(_, (rows, _))| rows.len()).max().unwrap_or(0);
+    let height = TOP + rows_max * CELL + 120;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="monospace" font-size="11">"#
+    );
+    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let mut x0 = 0;
+    for (report, (rows, cols)) in &panels {
+        let _ = writeln!(out, r#"<text x="{}" y="18" font-size="13" font-weight="bold">{}</text>"#, x0 + 10, xml_escape(&report.title()));
+        for (j, (alloc, gfp)) in cols.iter().enumerate() {
+            let x = x0 + LABEL + j * CELL + CELL / 2;
+            let _ = writeln!(
+                out,
+                r#"<text transform="translate({x},{}) rotate(-60)">{} {}</text>"#,
+                TOP - 6,
+                xml_escape(short_allocator(alloc)),
+                xml_escape(short_gfp(gfp))
+            );
+        }
+        for (i, row) in rows.iter().enumerate() {
+            let y = TOP + i * CELL;
+            let _ = writeln!(out, r#"<text x="{}" y="{}">{}</text>"#, x0 + 10, y + CELL / 2 + 4, xml_escape(row));
+            for (j, (alloc, gfp)) in cols.iter().enumerate() {
+                let x = x0 + LABEL + j * CELL;
+                let sym = report.cell(row, alloc, gfp).map_or(String::new(), Cell::symbol);
+                let _ = writeln!(
+                    out,
+                    r##"<rect x="{x}" y="{y}" width="{}" height="{}" fill="{}" stroke="#ffffff"><title>{} / {} / {}: {}</title></rect>"##,
+                    CELL,
+                    CELL,
+                    colour(&sym),
+                    xml_escape(row),
+                    xml_escape(alloc),
+                    xml_escape(gfp),
+                    xml_escape(&sym)
+                );
+                let _ = writeln!(out, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, x + CELL / 2, y + CELL / 2 + 4, xml_escape(&sym));
+            }
+        }
+        x0 += panel_w(cols.len());
+    }
+    for (i, line) in LEGEND.lines().enumerate() {
+        let _ = writeln!(out, r#"<text x="10" y="{}">{}</text>"#, height - 50 + i * 16, xml_escape(line));
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINE: &str = "# RESULT kind=alloc ctx=raw_spin_lock alloc=get_free_page gfp=GFP_ATOMIC order=0 path=zone_lock n=4096 context=raw_spin_lock observed_path=zone_lock iterations=70 allocated=70 failed=0 freed=70 zone_locked_pages=63 lockdep_before=1 lockdep_after=0 invalid_wait_context=1 sleeping_in_atomic=0 scheduling_while_atomic=0 lockdep_other=0 warning=0 alloc_ns_min=2754 alloc_ns_median=2924 alloc_ns_max=20603229 section_ns=23214303";
+
+    #[test]
+    fn parses_a_results_line() {
+        let c = Cell::parse(LINE).unwrap();
+        assert_eq!(c.spec, "ctx=raw_spin_lock alloc=get_free_page gfp=GFP_ATOMIC order=0 path=zone_lock n=4096");
+        assert_eq!(c.path, "zone_lock");
+        assert_eq!(c.report("invalid_wait_context"), 1);
+        assert_eq!(c.alloc_ns, Stats { min: 2754, median: 2924, max: 20603229 });
+        assert!(c.lockdep_armed);
+        assert_eq!(c.symbol(), "W");
+    }
+
+    #[test]
+    fn rejects_malformed_lines() {
+        assert!(Cell::parse("kind=alloc ctx=x").unwrap_err().contains("missing"));
+        assert!(Cell::parse(&LINE.replace("iterations=70", "iterations=x")).unwrap_err().contains("iterations"));
+        assert!(Cell::parse(&LINE.replace("kind=alloc", "kind=bogus")).unwrap_err().contains("bogus"));
+        assert!(Cell::parse(&format!("{LINE} junk")).unwrap_err().contains("junk"));
+    }
+
+    #[test]
+    fn symbols_mark_unchecked_and_failed_cells() {
+        let mut c = Cell::parse(LINE).unwrap();
+        c.lockdep_armed = false;
+        assert_eq!(c.symbol(), "W?");
+        c.reports.insert("invalid_wait_context".into(), 0);
+        assert_eq!(c.symbol(), "?");
+        c.lockdep_armed = true;
+        assert_eq!(c.symbol(), ".");
+        c.allocated = 0;
+        c.failed = 1;
+        assert_eq!(c.symbol(), "F");
+    }
+}

@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `rgn-report`: merge the boots of a flavor into JSON, and show or draw
+//! the results of one or more flavors.
+
+use rgn_report::{config_flags, diff, merge, parse_boot, svg, Report, LEGEND};
+use std::path::Path;
+use std::process::ExitCode;
+
+const USAGE: &str = "usage:
+  rgn-report merge --kernel VERSION --flavor FLAVOR --config DOT_CONFIG --out JSON BOOT_OUTPUT...
+  rgn-report show JSON...
+  rgn-report svg --out SVG JSON...";
+
+fn read(path: &str) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))
+}
+
+fn write(path: &str, text: &str) -> Result<(), String> {
+    if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, text).map_err(|e| format!("cannot write {path}: {e}"))
+}
+
+fn load(path: &str) -> Result<Report, String> {
+    serde_json::from_str(&read(path)?).map_err(|e| format!("{path} is not a results file: {e}"))
+}
+
+/// Splits `--key value` options from positional arguments.
+fn options<'a>(args: &'a [String], keys: &[&str]) -> Result<(Vec<(&'a str, &'a str)>, Vec<&'a str>), String> {
+    let (mut opts, mut rest) = (Vec::new(), Vec::new());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if let Some(key) = a.strip_prefix("--") {
+            if !keys.contains(&key) {
+                return Err(format!("unknown option --{key}"));
+            }
+            let v = it.next().ok_or_else(|| format!("--{key} needs a value"))?;
+            opts.push((key, v.as_str()));
+        } else {
+            rest.push(a.as_str());
+        }
+    }
+    Ok((opts, rest))
+}
+
+fn required<'a>(opts: &[(&str, &'a str)], key: &str) -> Result<&'a str, String> {
+    opts.iter().find(|(k, _)| *k == key).map(|(_, v)| *v).ok_or_else(|| format!("--{key} is required"))
+}
+
+fn cmd_merge(args: &[String]) -> Result<(), String> {
+    let (opts, files) = options(args, &["kernel", "flavor", "config", "out"])?;
+    if files.is_empty() {
+        return Err("merge needs at least one boot output".into());
+    }
+    let mut boots = Vec::new();
+    for f in &files {
+        boots.push(parse_boot(&read(f)?).map_err(|e| format!("{f}: {e}"))?);
+    }
+    let report = Report {
+        kernel: required(&opts, "kernel")?.to_string(),
+        flavor: required(&opts, "flavor")?.to_string(),
+        config: config_flags(&read(required(&opts, "config")?)?),
+        boots: files.len() as u32,
+        cells: merge(&boots),
+    };
+    if report.cells.is_empty() {
+        return Err("the boot outputs hold no results".into());
+    }
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    write(required(&opts, "out")?, &(json + "\n"))
+}
+
+fn cmd_show(args: &[String]) -> Result<(), String> {
+    let reports = args.iter().map(|p| load(p)).collect::<Result<Vec<_>, _>>()?;
+    for r in &reports {
+        println!("{}", r.table());
+    }
+    println!("{LEGEND}\n");
+    for pair in reports.windows(2) {
+        let d = diff(&pair[0], &pair[1]);
+        println!("differences between {} and {}: {}", pair[0].flavor, pair[1].flavor, d.len());
+        for line in d {
+            println!("  {line}");
+        }
+        println!();
+    }
+    for r in &reports {
+        print!("{}", r.timing());
+        let unchecked = r.unchecked();
+        if !unchecked.is_empty() {
+            println!("{}: {} cells could not be observed with lockdep armed:", r.flavor, unchecked.len());
+            for c in unchecked {
+                println!("  {}", c.spec);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cmd_svg(args: &[String]) -> Result<(), String> {
+    let (opts, files) = options(args, &["out"])?;
+    let reports = files.iter().map(|p| load(p)).collect::<Result<Vec<_>, _>>()?;
+    if reports.is_empty() {
+        return Err("svg needs at least one results file".into());
+    }
+    write(required(&opts, "out")?, &svg(&reports))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("merge") => cmd_merge(&args[1..]),
+        Some("show") => cmd_show(&args[1..]),
+        Some("svg") => cmd_svg(&args[1..]),
+        _ => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rgn-report: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
