@@ -110,9 +110,9 @@ mod sys {
                 lock <- Opaque::ffi_init(|slot| unsafe {
                     bindings::__raw_spin_lock_init(
                         slot,
-                        c"rust_gfp_nolocks_raw".as_ptr().cast(),
+                        c"rust_gfp_nolocks_raw".as_char_ptr(),
                         key.as_ptr(),
-                        bindings::lockdep_wait_type_LD_WAIT_SPIN as _,
+                        bindings::lockdep_wait_type_LD_WAIT_SPIN as i16,
                     )
                 }),
             })
@@ -197,7 +197,8 @@ mod sys {
     pub(crate) fn alloc_pages_nolock(gfp: Gfp, order: u32) -> Option<Pages> {
         // SAFETY: Callable from any context, by design; returns NULL rather
         // than spinning or sleeping.
-        let page = unsafe { bindings::alloc_pages_nolock_noprof(gfp, bindings::NUMA_NO_NODE, order) };
+        let page =
+            unsafe { bindings::alloc_pages_nolock_noprof(gfp, bindings::NUMA_NO_NODE, order) };
         (!page.is_null()).then_some(Pages::Page(page))
     }
 
@@ -206,7 +207,9 @@ mod sys {
         match pages {
             // SAFETY: `addr` came from `get_free_pages_noprof()` with this order
             // and is freed once.
-            Pages::Addr(addr) => unsafe { bindings::free_pages(addr as _, order) },
+            Pages::Addr(addr) => unsafe {
+                bindings::free_pages(addr as kernel::ffi::c_ulong, order)
+            },
             // SAFETY: `page` came from `alloc_pages_nolock_noprof()` with this
             // order and is freed once.
             Pages::Page(page) => unsafe { bindings::__free_pages(page, order) },
@@ -221,6 +224,9 @@ mod sys {
         f: &'a mut dyn FnMut(),
     }
 
+    /// # Safety
+    ///
+    /// `work` must be the `work` field of a live `HardIrqCall`.
     unsafe extern "C" fn hardirq_trampoline(work: *mut bindings::irq_work) {
         // SAFETY: `work` is the first field of the `HardIrqCall` queued by
         // `in_hardirq`, which waits for this function to return.
@@ -234,7 +240,7 @@ mod sys {
             work: unsafe { core::mem::zeroed() },
             f,
         };
-        call.work.node.__bindgen_anon_1.u_flags = bindings::IRQ_WORK_HARD_IRQ as _;
+        call.work.node.__bindgen_anon_1.u_flags = bindings::IRQ_WORK_HARD_IRQ as c_uint;
         call.work.func = Some(hardirq_trampoline);
         // Queue and wait with preemption off so that the interrupt lands on
         // this CPU while the runner task is `current` there: reports printed
@@ -247,8 +253,9 @@ mod sys {
             unsafe { bindings::irq_work_queue(work) };
             // SAFETY: The flags word is an atomic_t the kernel updates; a
             // volatile read of it is what `irq_work_is_busy()` does.
-            while unsafe { core::ptr::read_volatile(&raw const (*work).node.__bindgen_anon_1.u_flags) }
-                & bindings::IRQ_WORK_BUSY as c_uint
+            while unsafe {
+                core::ptr::read_volatile(&raw const (*work).node.__bindgen_anon_1.u_flags)
+            } & bindings::IRQ_WORK_BUSY as c_uint
                 != 0
             {
                 core::hint::spin_loop();
@@ -283,10 +290,18 @@ mod sys {
         found: *mut bindings::tracepoint,
     }
 
+    /// # Safety
+    ///
+    /// `tp` must be a valid tracepoint and `priv_` a live `Lookup`.
     unsafe extern "C" fn match_tracepoint(tp: *mut bindings::tracepoint, priv_: *mut c_void) {
         // SAFETY: `priv_` is the `Lookup` passed by `Probe::attach`, alive for
         // the whole iteration; `tp` is a valid builtin tracepoint.
-        let (lookup, name) = unsafe { (&mut *priv_.cast::<Lookup>(), CStr::from_char_ptr((*tp).name)) };
+        let (lookup, name) = unsafe {
+            (
+                &mut *priv_.cast::<Lookup>(),
+                CStr::from_char_ptr((*tp).name),
+            )
+        };
         if name == lookup.name {
             lookup.found = tp;
         }
@@ -300,19 +315,30 @@ mod sys {
         ///
         /// `func` must have the tracepoint's probe signature, and `data` must
         /// stay valid until the returned `Probe` is dropped.
-        pub(crate) unsafe fn attach(name: &'static CStr, func: *mut c_void, data: *const c_void) -> Result<Self> {
+        pub(crate) unsafe fn attach(
+            name: &'static CStr,
+            func: *mut c_void,
+            data: *const c_void,
+        ) -> Result<Self> {
             let mut lookup = Lookup {
                 name,
                 found: core::ptr::null_mut(),
             };
             // SAFETY: The callback only reads the tracepoint and writes `lookup`.
-            unsafe { bindings::for_each_kernel_tracepoint(Some(match_tracepoint), (&raw mut lookup).cast()) };
+            unsafe {
+                bindings::for_each_kernel_tracepoint(
+                    Some(match_tracepoint),
+                    (&raw mut lookup).cast(),
+                )
+            };
             if lookup.found.is_null() {
                 return Err(ENOENT);
             }
             let data = data.cast_mut();
             // SAFETY: The caller guarantees the signature and the lifetime of `data`.
-            kernel::error::to_result(unsafe { bindings::tracepoint_probe_register(lookup.found, func, data) })?;
+            kernel::error::to_result(unsafe {
+                bindings::tracepoint_probe_register(lookup.found, func, data)
+            })?;
             Ok(Self {
                 tp: lookup.found,
                 func,
@@ -346,7 +372,8 @@ mod sys {
     }
 
     pub(crate) type ConsoleProbeFn = unsafe extern "C" fn(*mut c_void, *const c_char, usize);
-    pub(crate) type ZoneLockedProbeFn = unsafe extern "C" fn(*mut c_void, *mut bindings::page, c_uint, c_int, c_int);
+    pub(crate) type ZoneLockedProbeFn =
+        unsafe extern "C" fn(*mut c_void, *mut bindings::page, c_uint, c_int, c_int);
 }
 
 // ---------------------------------------------------------------------------
@@ -365,35 +392,59 @@ struct ContextDef {
     enter: fn(&Locks, &mut dyn FnMut()),
 }
 
+const fn context(name: &'static str, enter: fn(&Locks, &mut dyn FnMut())) -> ContextDef {
+    ContextDef { name, enter }
+}
+
 /// Outer contexts, in order of increasing atomicity (the rows of the table).
 const CONTEXTS: &[ContextDef] = &[
-    ContextDef { name: "process", enter: |_, f| f() },
-    ContextDef { name: "rcu_read_lock", enter: |_, f| { let _g = rcu::read_lock(); f() } },
-    ContextDef { name: "spin_lock", enter: |l, f| { let _g = l.spin.lock(); f() } },
+    context("process", |_, f| f()),
+    context("rcu_read_lock", in_rcu_read_lock),
+    context("spin_lock", in_spin_lock),
     #[cfg(any(CONFIG_DEBUG_PREEMPT, CONFIG_TRACE_PREEMPT_TOGGLE))]
-    ContextDef { name: "preempt_disable", enter: |_, f| sys::with_preempt_disabled(f) },
-    // `local_interrupt_disable()` is `local_irq_save()` plus a nesting count
-    // in preempt_count; `irqs_disabled()`, what the allocator and
-    // `__might_resched()` test, is true either way.
-    ContextDef { name: "local_irq_disable", enter: |_, f| { let _g = interrupt::local_interrupt_disable(); f() } },
-    ContextDef { name: "raw_spin_lock", enter: |l, f| l.raw.with(f) },
-    ContextDef { name: "raw_spin_lock_irqsave", enter: |l, f| l.raw.with_irqsave(f) },
-    ContextDef { name: "hardirq", enter: |_, f| sys::in_hardirq(f) },
+    context("preempt_disable", |_, f| sys::with_preempt_disabled(f)),
+    context("local_irq_disable", in_local_irq_disable),
+    context("raw_spin_lock", |l, f| l.raw.with(f)),
+    context("raw_spin_lock_irqsave", |l, f| l.raw.with_irqsave(f)),
+    context("hardirq", |_, f| sys::in_hardirq(f)),
 ];
+
+fn in_rcu_read_lock(_: &Locks, f: &mut dyn FnMut()) {
+    let _guard = rcu::read_lock();
+    f();
+}
+
+fn in_spin_lock(locks: &Locks, f: &mut dyn FnMut()) {
+    let _guard = locks.spin.lock();
+    f();
+}
+
+/// `local_interrupt_disable()` is `local_irq_save()` plus a nesting count in
+/// preempt_count; `irqs_disabled()`, what the allocator and
+/// `__might_resched()` test, is true either way.
+fn in_local_irq_disable(_: &Locks, f: &mut dyn FnMut()) {
+    let _guard = interrupt::local_interrupt_disable();
+    f();
+}
 
 struct MaskDef {
     name: &'static str,
     gfp: sys::Gfp,
 }
 
+const fn mask(name: &'static str, gfp: sys::Gfp) -> MaskDef {
+    MaskDef { name, gfp }
+}
+
+/// GFP masks, named as in the kernel. `0` has no __GFP_KSWAPD_RECLAIM: no
+/// kswapd wakeup, as argued in the 2020 __GFP_NO_LOCKS thread.
 const MASKS: &[MaskDef] = &[
-    MaskDef { name: "GFP_KERNEL", gfp: sys::GFP_KERNEL },
-    MaskDef { name: "GFP_NOWAIT", gfp: sys::GFP_NOWAIT },
-    MaskDef { name: "GFP_ATOMIC", gfp: sys::GFP_ATOMIC },
-    // No __GFP_KSWAPD_RECLAIM: no kswapd wakeup (the 2020 __GFP_NO_LOCKS thread).
-    MaskDef { name: "0", gfp: 0 },
-    MaskDef { name: "__GFP_HIGH", gfp: sys::GFP_HIGH },
-    MaskDef { name: "GFP_ATOMIC|__GFP_NOWARN", gfp: sys::GFP_ATOMIC | sys::GFP_NOWARN },
+    mask("GFP_KERNEL", sys::GFP_KERNEL),
+    mask("GFP_NOWAIT", sys::GFP_NOWAIT),
+    mask("GFP_ATOMIC", sys::GFP_ATOMIC),
+    mask("0", 0),
+    mask("__GFP_HIGH", sys::GFP_HIGH),
+    mask("GFP_ATOMIC|__GFP_NOWARN", sys::GFP_ATOMIC | sys::GFP_NOWARN),
 ];
 
 struct AllocatorDef {
@@ -407,30 +458,34 @@ struct AllocatorDef {
     alloc: fn(sys::Gfp, u32) -> Option<sys::Pages>,
 }
 
+type AllocFn = fn(sys::Gfp, u32) -> Option<sys::Pages>;
+
+const fn allocator(
+    name: &'static str,
+    order: u32,
+    fixed: bool,
+    accepts: fn(sys::Gfp) -> bool,
+    alloc: AllocFn,
+) -> AllocatorDef {
+    AllocatorDef {
+        name,
+        default_order: order,
+        order_fixed: fixed,
+        accepts,
+        alloc,
+    }
+}
+
+/// Allocators. `get_free_pages` defaults to order 4, above
+/// PAGE_ALLOC_COSTLY_ORDER: never served by the per-cpu lists.
+///
+/// One line per allocator: name, default order, order fixed, masks accepted, call.
+#[rustfmt::skip]
 const ALLOCATORS: &[AllocatorDef] = &[
     #[cfg(have_alloc_pages_nolock)]
-    AllocatorDef {
-        name: "alloc_pages_nolock",
-        default_order: 0,
-        order_fixed: false,
-        accepts: |gfp| gfp == 0,
-        alloc: sys::alloc_pages_nolock,
-    },
-    AllocatorDef {
-        name: "get_free_page",
-        default_order: 0,
-        order_fixed: true,
-        accepts: |_| true,
-        alloc: sys::get_free_pages,
-    },
-    // Above PAGE_ALLOC_COSTLY_ORDER: never served by the per-cpu lists.
-    AllocatorDef {
-        name: "get_free_pages",
-        default_order: 4,
-        order_fixed: false,
-        accepts: |_| true,
-        alloc: sys::get_free_pages,
-    },
+    allocator("alloc_pages_nolock", 0, false, |gfp| gfp == 0, sys::alloc_pages_nolock),
+    allocator("get_free_page", 0, true, |_| true, sys::get_free_pages),
+    allocator("get_free_pages", 4, false, |_| true, sys::get_free_pages),
 ];
 
 struct ControlDef {
@@ -440,14 +495,26 @@ struct ControlDef {
     body: fn(&Locks),
 }
 
-/// Cells that prove the detector works: each has a known, fixed outcome.
+const fn control(name: &'static str, context: &'static str, body: fn(&Locks)) -> ControlDef {
+    ControlDef {
+        name,
+        context,
+        body,
+    }
+}
+
+/// Cells that prove the detector works, each with one known outcome: nothing;
+/// invalid wait context (spinlock_t under raw_spinlock_t); sleeping in atomic.
 const CONTROLS: &[ControlDef] = &[
-    // Must give nothing.
-    ControlDef { name: "empty", context: "raw_spin_lock", body: |_| {} },
-    // spinlock_t under raw_spinlock_t: invalid wait context with PROVE_RAW_LOCK_NESTING.
-    ControlDef { name: "spin_lock_under_raw_spin_lock", context: "raw_spin_lock", body: |l| drop(l.spin.lock()) },
-    // might_sleep() with preemption off: sleeping in atomic.
-    ControlDef { name: "might_sleep_under_preempt_disable", context: "preempt_disable", body: |_| kernel::task::might_sleep() },
+    control("empty", "raw_spin_lock", |_| {}),
+    control("spin_lock_under_raw_spin_lock", "raw_spin_lock", |l| {
+        drop(l.spin.lock())
+    }),
+    control(
+        "might_sleep_under_preempt_disable",
+        "preempt_disable",
+        |_| kernel::task::might_sleep(),
+    ),
 ];
 
 fn context_index(name: &str) -> Option<usize> {
@@ -533,15 +600,28 @@ enum Spec {
 /// Parses a spec; on error, logs one `pr_err` naming the offending token.
 fn parse_spec(input: &[u8]) -> Result<Spec> {
     let bad = |what: fmt::Arguments<'_>| {
-        pr_err!("run: {}; nothing was run (the cases file lists valid specs)\n", what);
+        pr_err!(
+            "run: {}; nothing was run (the cases file lists valid specs)\n",
+            what
+        );
         EINVAL
     };
-    let text = core::str::from_utf8(input).map_err(|_| bad(format_args!("spec is not UTF-8 text")))?;
-    if let Some(c) = text.chars().find(|c| c.is_control() && !c.is_ascii_whitespace()) {
-        return Err(bad(format_args!("control character {:#x} in spec", c as u32)));
+    let text =
+        core::str::from_utf8(input).map_err(|_| bad(format_args!("spec is not UTF-8 text")))?;
+    if let Some(c) = text
+        .chars()
+        .find(|c| c.is_control() && !c.is_ascii_whitespace())
+    {
+        return Err(bad(format_args!(
+            "control character {:#x} in spec",
+            c as u32
+        )));
     }
     let mut tokens = text.split_ascii_whitespace().peekable();
-    let first = tokens.peek().copied().ok_or_else(|| bad(format_args!("empty spec")))?;
+    let first = tokens
+        .peek()
+        .copied()
+        .ok_or_else(|| bad(format_args!("empty spec")))?;
     if first == "all" {
         tokens.next();
         return match tokens.next() {
@@ -558,7 +638,10 @@ fn parse_spec(input: &[u8]) -> Result<Spec> {
         let number = |max: u32| -> Result<u32> {
             match value.parse::<u32>() {
                 Ok(v) if v <= max => Ok(v),
-                _ => Err(bad(format_args!("'{}' needs a number up to {}", token, max))),
+                _ => Err(bad(format_args!(
+                    "'{}' needs a number up to {}",
+                    token, max
+                ))),
             }
         };
         let find = |names: &mut dyn Iterator<Item = &'static str>, what: &str| {
@@ -567,20 +650,36 @@ fn parse_spec(input: &[u8]) -> Result<Spec> {
                     return Ok(i);
                 }
             }
-            Err(bad(format_args!("unknown {} '{}' in '{}'", what, value, token)))
+            Err(bad(format_args!(
+                "unknown {} '{}' in '{}'",
+                what, value, token
+            )))
         };
         let slot_taken = match key {
-            "ctx" => ctx.replace(find(&mut CONTEXTS.iter().map(|c| c.name), "context")?).is_some(),
-            "alloc" => alloc.replace(find(&mut ALLOCATORS.iter().map(|a| a.name), "allocator")?).is_some(),
-            "gfp" => mask.replace(find(&mut MASKS.iter().map(|m| m.name), "GFP mask")?).is_some(),
-            "control" => control.replace(find(&mut CONTROLS.iter().map(|c| c.name), "control")?).is_some(),
+            "ctx" => ctx
+                .replace(find(&mut CONTEXTS.iter().map(|c| c.name), "context")?)
+                .is_some(),
+            "alloc" => alloc
+                .replace(find(&mut ALLOCATORS.iter().map(|a| a.name), "allocator")?)
+                .is_some(),
+            "gfp" => mask
+                .replace(find(&mut MASKS.iter().map(|m| m.name), "GFP mask")?)
+                .is_some(),
+            "control" => control
+                .replace(find(&mut CONTROLS.iter().map(|c| c.name), "control")?)
+                .is_some(),
             "order" => order.replace(number(sys::MAX_ORDER)?).is_some(),
             "n" => n.replace(number(MAX_ITERATIONS)?).is_some(),
             "path" => path
                 .replace(match value {
                     "zone_lock" => Path::ZoneLock,
                     "pcp" => Path::Pcp,
-                    _ => return Err(bad(format_args!("unknown path '{}': use zone_lock or pcp", value))),
+                    _ => {
+                        return Err(bad(format_args!(
+                            "unknown path '{}': use zone_lock or pcp",
+                            value
+                        )))
+                    }
                 })
                 .is_some(),
             _ => return Err(bad(format_args!("unknown key '{}' in '{}'", key, token))),
@@ -591,7 +690,10 @@ fn parse_spec(input: &[u8]) -> Result<Spec> {
     }
     if let Some(c) = control {
         if ctx.or(alloc).or(mask).is_some() || order.or(n).is_some() || path.is_some() {
-            return Err(bad(format_args!("control={} takes no other key", CONTROLS[c].name)));
+            return Err(bad(format_args!(
+                "control={} takes no other key",
+                CONTROLS[c].name
+            )));
         }
         return Ok(Spec::One(Cell::Control(c)));
     }
@@ -600,18 +702,28 @@ fn parse_spec(input: &[u8]) -> Result<Spec> {
     let mask = mask.ok_or_else(|| bad(format_args!("missing gfp=")))?;
     let def = &ALLOCATORS[alloc];
     if !(def.accepts)(MASKS[mask].gfp) {
-        return Err(bad(format_args!("{} does not take gfp={}", def.name, MASKS[mask].name)));
+        return Err(bad(format_args!(
+            "{} does not take gfp={}",
+            def.name, MASKS[mask].name
+        )));
     }
     let order = match order {
         Some(o) if def.order_fixed && o != def.default_order => {
-            return Err(bad(format_args!("{} has order {} only, not {}", def.name, def.default_order, o)))
+            return Err(bad(format_args!(
+                "{} has order {} only, not {}",
+                def.name, def.default_order, o
+            )))
         }
         Some(o) => o,
         None => def.default_order,
     };
     let path = path.unwrap_or(Path::ZoneLock);
     if path == Path::Pcp && order > sys::PCP_MAX_ORDER {
-        return Err(bad(format_args!("order {} is never served by the per-cpu lists (max {})", order, sys::PCP_MAX_ORDER)));
+        return Err(bad(format_args!(
+            "order {} is never served by the per-cpu lists (max {})",
+            order,
+            sys::PCP_MAX_ORDER
+        )));
     }
     let n = match n {
         Some(0) => return Err(bad(format_args!("n=0 runs nothing"))),
@@ -619,7 +731,14 @@ fn parse_spec(input: &[u8]) -> Result<Spec> {
         None if path == Path::Pcp => DEFAULT_PCP_ITERATIONS,
         None => DEFAULT_ZONE_LOCK_ITERATIONS,
     };
-    Ok(Spec::One(Cell::Alloc(AllocCell { ctx, alloc, mask, order, path, n })))
+    Ok(Spec::One(Cell::Alloc(AllocCell {
+        ctx,
+        alloc,
+        mask,
+        order,
+        path,
+        n,
+    })))
 }
 
 /// Every cell this kernel can run with default parameters, in `run all` order:
@@ -641,8 +760,8 @@ fn for_each_case(mut f: impl FnMut(Cell) -> Result) -> Result {
             }
         }
     }
-    for c in 0..CONTROLS.len() {
-        if context_index(CONTROLS[c].context).is_some() {
+    for (c, def) in CONTROLS.iter().enumerate() {
+        if context_index(def.context).is_some() {
             f(Cell::Control(c))?;
         }
     }
@@ -677,7 +796,11 @@ fn classify(line: &[u8], after_rule: bool) -> Option<usize> {
         Some(SLEEPING_IN_ATOMIC)
     } else if line.starts_with(b"BUG: scheduling while atomic") {
         Some(SCHEDULING_WHILE_ATOMIC)
-    } else if after_rule && (line.starts_with(b"WARNING:") || line.starts_with(b"BUG:") || line.starts_with(b"[ BUG:")) {
+    } else if after_rule
+        && (line.starts_with(b"WARNING:")
+            || line.starts_with(b"BUG:")
+            || line.starts_with(b"[ BUG:"))
+    {
         Some(LOCKDEP_OTHER)
     } else if line.starts_with(b"WARNING:") || line.starts_with(b"BUG:") {
         Some(WARNING)
@@ -752,6 +875,11 @@ impl Detector {
     }
 }
 
+/// Probe on the `console` tracepoint.
+///
+/// # Safety
+///
+/// `data` must be the registered `Detector`, and `text` point to `len` bytes.
 unsafe extern "C" fn console_probe(data: *mut c_void, text: *const c_char, len: usize) {
     // SAFETY: `data` is the `Detector` registered with this probe, alive until
     // the probe is detached; the tracepoint passes `len` readable bytes.
@@ -759,6 +887,11 @@ unsafe extern "C" fn console_probe(data: *mut c_void, text: *const c_char, len: 
     detector.on_console(line);
 }
 
+/// Probe on `mm_page_alloc_zone_locked`, which fires under `zone->lock`.
+///
+/// # Safety
+///
+/// `data` must be the registered `Detector`.
 unsafe extern "C" fn zone_locked_probe(
     data: *mut c_void,
     _page: *mut kernel::bindings::page,
@@ -820,13 +953,25 @@ impl fmt::Display for CellResult {
             Cell::Alloc(_) => "alloc",
             Cell::Control(_) => "control",
         };
-        write!(f, "kind={} {} context={} observed_path={}", kind, self.cell, CONTEXTS[self.cell.context()].name, self.path)?;
+        write!(
+            f,
+            "kind={} {} context={} observed_path={}",
+            kind,
+            self.cell,
+            CONTEXTS[self.cell.context()].name,
+            self.path
+        )?;
         write!(
             f,
             " iterations={} allocated={} failed={} freed={} zone_locked_pages={}",
             self.iterations, self.allocated, self.failed, self.freed, self.zone_locked_pages
         )?;
-        write!(f, " lockdep_before={} lockdep_after={}", self.lockdep_before as u8, self.lockdep_after as u8)?;
+        write!(
+            f,
+            " lockdep_before={} lockdep_after={}",
+            u8::from(self.lockdep_before),
+            u8::from(self.lockdep_after)
+        )?;
         for (name, count) in REPORT_KINDS.iter().zip(self.reports) {
             write!(f, " {}={}", name, count)?;
         }
@@ -868,7 +1013,15 @@ impl Counters {
     }
 
     fn clear(&self) {
-        for c in Iterator::chain(self.reports.iter(), [&self.allocs_ok, &self.allocs_failed, &self.pages_freed, &self.cells_run]) {
+        for c in Iterator::chain(
+            self.reports.iter(),
+            [
+                &self.allocs_ok,
+                &self.allocs_failed,
+                &self.pages_freed,
+                &self.cells_run,
+            ],
+        ) {
             c.store(0, Relaxed);
         }
     }
@@ -1007,7 +1160,8 @@ impl State {
                 }
                 // The zone_lock path is driven until it has been taken, or
                 // until the allocator refuses (it would refuse again).
-                if cell.path == Path::ZoneLock && (zone_locked.load(Relaxed) > 0 || page.is_none()) {
+                if cell.path == Path::ZoneLock && (zone_locked.load(Relaxed) > 0 || page.is_none())
+                {
                     break;
                 }
             }
@@ -1075,8 +1229,14 @@ impl State {
 
     fn summary(&self) {
         let results = self.results.lock();
-        let unchecked = results.iter().filter(|r| !r.lockdep_before || !r.lockdep_after).count();
-        let with_reports = results.iter().filter(|r| r.reports.iter().any(|&n| n > 0)).count();
+        let unchecked = results
+            .iter()
+            .filter(|r| !r.lockdep_before || !r.lockdep_after)
+            .count();
+        let with_reports = results
+            .iter()
+            .filter(|r| r.reports.iter().any(|&n| n > 0))
+            .count();
         pr_info!(
             "ran {} cells: {} with reports, {} not fully checked by lockdep; details in /sys/kernel/debug/rust_gfp_nolocks/results\n",
             results.len(),
@@ -1093,7 +1253,11 @@ impl State {
 fn write_run(state: &State, reader: &mut UserSliceReader) -> Result {
     let len = reader.len();
     if len > MAX_SPEC_LEN {
-        pr_err!("run: spec of {} bytes is longer than {}; nothing was run\n", len, MAX_SPEC_LEN);
+        pr_err!(
+            "run: spec of {} bytes is longer than {}; nothing was run\n",
+            len,
+            MAX_SPEC_LEN
+        );
         return Err(EINVAL);
     }
     let mut buf = [0u8; MAX_SPEC_LEN];
@@ -1151,7 +1315,15 @@ fn show_tables(_: &State, f: &mut fmt::Formatter<'_>) -> fmt::Result {
 }
 
 fn show_lockdep(_: &State, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    writeln!(f, "{}", if sys::lockdep_armed() { "armed" } else { "disarmed" })
+    writeln!(
+        f,
+        "{}",
+        if sys::lockdep_armed() {
+            "armed"
+        } else {
+            "disarmed"
+        }
+    )
 }
 
 fn show_counter(c: &Atomic<u64>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1197,7 +1369,10 @@ struct GfpNoLocks {
 
 impl kernel::Module for GfpNoLocks {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        let state = KBox::pin_init(Scope::dir(State::new()?, c"rust_gfp_nolocks", populate), GFP_KERNEL)?;
+        let state = KBox::pin_init(
+            Scope::dir(State::new()?, c"rust_gfp_nolocks", populate),
+            GFP_KERNEL,
+        )?;
         let detector: *const c_void = (&raw const state.detector).cast();
         let console: sys::ConsoleProbeFn = console_probe;
         // SAFETY: `console_probe` has the console tracepoint's signature and
@@ -1207,16 +1382,32 @@ impl kernel::Module for GfpNoLocks {
         })?;
         let zone_locked: sys::ZoneLockedProbeFn = zone_locked_probe;
         // SAFETY: As above, for `mm_page_alloc_zone_locked`.
-        let zone_locked =
-            unsafe { sys::Probe::attach(c"mm_page_alloc_zone_locked", zone_locked as *mut c_void, detector) }
-                .inspect_err(|_| pr_warn!("mm_page_alloc_zone_locked tracepoint missing: every cell will report path=pcp\n"))
-                .ok();
+        let zone_locked = unsafe {
+            sys::Probe::attach(
+                c"mm_page_alloc_zone_locked",
+                zone_locked as *mut c_void,
+                detector,
+            )
+        }
+        .inspect_err(|_| {
+            pr_warn!(
+                "mm_page_alloc_zone_locked tracepoint missing: every cell will report path=pcp\n"
+            )
+        })
+        .ok();
         // Reports printed before the probe was attached are invisible. Every
         // __might_resched() report taints the kernel with TAINT_WARN: without
         // it no rate limit is running; with it, let one expire before the
         // first cell.
-        let since = if sys::warn_tainted() { 0 } else { sys::hz() + 2 };
-        state.detector.last_sleep_report.store(sys::jiffies().wrapping_sub(since), Relaxed);
+        let since = if sys::warn_tainted() {
+            0
+        } else {
+            sys::hz() + 2
+        };
+        state
+            .detector
+            .last_sleep_report
+            .store(sys::jiffies().wrapping_sub(since), Relaxed);
         let module = Self {
             _console: console,
             _zone_locked: zone_locked,
@@ -1240,7 +1431,11 @@ impl GfpNoLocks {
         let with_controls = module_parameters::controls.value();
         let _serialized = self.state.run_lock.lock();
         for_each_case(|cell| match cell {
-            Cell::Alloc(a) if selected(ctxs, a.ctx) && selected(masks, a.mask) && selected(allocs, a.alloc) => {
+            Cell::Alloc(a)
+                if selected(ctxs, a.ctx)
+                    && selected(masks, a.mask)
+                    && selected(allocs, a.alloc) =>
+            {
                 self.state.run_cell(cell)
             }
             Cell::Control(_) if with_controls => self.state.run_cell(cell),

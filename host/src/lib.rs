@@ -69,9 +69,15 @@ impl Cell {
                 .ok_or_else(|| format!("token '{token}' is not key=value in: {line}"))?;
             kv.insert(k, v);
         }
-        let get = |k: &str| kv.get(k).copied().ok_or_else(|| format!("missing {k}= in: {line}"));
+        let get = |k: &str| {
+            kv.get(k)
+                .copied()
+                .ok_or_else(|| format!("missing {k}= in: {line}"))
+        };
         let num = |k: &str| -> Result<u64, String> {
-            get(k)?.parse::<u64>().map_err(|_| format!("{k}= is not a number in: {line}"))
+            get(k)?
+                .parse::<u64>()
+                .map_err(|_| format!("{k}= is not a number in: {line}"))
         };
         let kind = get("kind")?.to_string();
         let mut reports = BTreeMap::new();
@@ -216,7 +222,11 @@ impl Report {
     fn grid(&self) -> (Vec<&str>, Vec<(&str, &str)>) {
         let mut rows: Vec<&str> = Vec::new();
         let mut cols: Vec<(&str, &str)> = Vec::new();
-        for c in self.cells.iter().filter(|c| c.kind == "alloc" && c.requested_path == "zone_lock") {
+        for c in self
+            .cells
+            .iter()
+            .filter(|c| c.kind == "alloc" && c.requested_path == "zone_lock")
+        {
             if !rows.contains(&c.context.as_str()) {
                 rows.push(&c.context);
             }
@@ -230,7 +240,11 @@ impl Report {
 
     fn cell(&self, ctx: &str, alloc: &str, gfp: &str) -> Option<&Cell> {
         self.cells.iter().find(|c| {
-            c.kind == "alloc" && c.requested_path == "zone_lock" && c.context == ctx && c.allocator == alloc && c.gfp == gfp
+            c.kind == "alloc"
+                && c.requested_path == "zone_lock"
+                && c.context == ctx
+                && c.allocator == alloc
+                && c.gfp == gfp
         })
     }
 
@@ -240,8 +254,16 @@ impl Report {
             "{} {} ({}{}), {} boot{}",
             self.flavor,
             self.kernel,
-            if on("PREEMPT_RT") { "PREEMPT_RT" } else { "PREEMPT" },
-            if on("PROVE_RAW_LOCK_NESTING") { ", PROVE_RAW_LOCK_NESTING" } else { "" },
+            if on("PREEMPT_RT") {
+                "PREEMPT_RT"
+            } else {
+                "PREEMPT"
+            },
+            if on("PROVE_RAW_LOCK_NESTING") {
+                ", PROVE_RAW_LOCK_NESTING"
+            } else {
+                ""
+            },
             self.boots,
             if self.boots == 1 { "" } else { "s" }
         )
@@ -272,13 +294,19 @@ impl Report {
         for row in &rows {
             let mut line = format!("{row:<label$}");
             for (alloc, gfp) in &cols {
-                let sym = self.cell(row, alloc, gfp).map_or("-".to_string(), Cell::symbol);
+                let sym = self
+                    .cell(row, alloc, gfp)
+                    .map_or("-".to_string(), Cell::symbol);
                 let _ = write!(line, "{:<width$}", format!("|{sym}"));
             }
             let _ = writeln!(out, "{}", line.trim_end());
         }
-        let controls: Vec<String> =
-            self.cells.iter().filter(|c| c.kind == "control").map(|c| format!("{} {}", c.allocator, c.symbol())).collect();
+        let controls: Vec<String> = self
+            .cells
+            .iter()
+            .filter(|c| c.kind == "control")
+            .map(|c| format!("{} {}", c.allocator, c.symbol()))
+            .collect();
         if !controls.is_empty() {
             let _ = writeln!(out, "controls: {}", controls.join(", "));
         }
@@ -295,8 +323,11 @@ impl Report {
     pub fn timing(&self) -> String {
         let mut out = String::new();
         for path in ["pcp", "zone_lock"] {
-            let cells: Vec<&Cell> =
-                self.cells.iter().filter(|c| c.kind == "alloc" && c.path == path && c.order == 0).collect();
+            let cells: Vec<&Cell> = self
+                .cells
+                .iter()
+                .filter(|c| c.kind == "alloc" && c.path == path && c.order == 0)
+                .collect();
             if cells.is_empty() {
                 continue;
             }
@@ -371,7 +402,11 @@ pub fn diff(a: &Report, b: &Report) -> Vec<String> {
             ));
         }
     }
-    for cb in b.cells.iter().filter(|cb| !a.cells.iter().any(|ca| ca.spec == cb.spec)) {
+    for cb in b
+        .cells
+        .iter()
+        .filter(|cb| !a.cells.iter().any(|ca| ca.spec == cb.spec))
+    {
         out.push(format!("{}: only on {}", cb.spec, b.flavor));
     }
     out
@@ -393,7 +428,10 @@ fn colour(sym: &str) -> &'static str {
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// A self-contained SVG heatmap of the flavors side by side.
@@ -403,8 +441,16 @@ pub fn svg(reports: &[Report]) -> String {
     const TOP: usize = 150;
     let panels: Vec<_> = reports.iter().map(|r| (r, r.grid())).collect();
     let panel_w = |cols: usize| LABEL + cols * CELL + 30;
-    let width: usize = panels.iter().map(|(_, (_, cols))| panel_w(cols.len())).sum::<usize>().max(400);
-    let rows_max = panels.iter().map(|(_, (rows, _))| rows.len()).max().unwrap_or(0);
+    let width: usize = panels
+        .iter()
+        .map(|(_, (_, cols))| panel_w(cols.len()))
+        .sum::<usize>()
+        .max(400);
+    let rows_max = panels
+        .iter()
+        .map(|(_, (rows, _))| rows.len())
+        .max()
+        .unwrap_or(0);
     let height = TOP + rows_max * CELL + 120;
     let mut out = String::new();
     let _ = writeln!(
@@ -414,7 +460,12 @@ pub fn svg(reports: &[Report]) -> String {
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let mut x0 = 0;
     for (report, (rows, cols)) in &panels {
-        let _ = writeln!(out, r#"<text x="{}" y="18" font-size="13" font-weight="bold">{}</text>"#, x0 + 10, xml_escape(&report.title()));
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="18" font-size="13" font-weight="bold">{}</text>"#,
+            x0 + 10,
+            xml_escape(&report.title())
+        );
         for (j, (alloc, gfp)) in cols.iter().enumerate() {
             let x = x0 + LABEL + j * CELL + CELL / 2;
             let _ = writeln!(
@@ -427,10 +478,18 @@ pub fn svg(reports: &[Report]) -> String {
         }
         for (i, row) in rows.iter().enumerate() {
             let y = TOP + i * CELL;
-            let _ = writeln!(out, r#"<text x="{}" y="{}">{}</text>"#, x0 + 10, y + CELL / 2 + 4, xml_escape(row));
+            let _ = writeln!(
+                out,
+                r#"<text x="{}" y="{}">{}</text>"#,
+                x0 + 10,
+                y + CELL / 2 + 4,
+                xml_escape(row)
+            );
             for (j, (alloc, gfp)) in cols.iter().enumerate() {
                 let x = x0 + LABEL + j * CELL;
-                let sym = report.cell(row, alloc, gfp).map_or(String::new(), Cell::symbol);
+                let sym = report
+                    .cell(row, alloc, gfp)
+                    .map_or(String::new(), Cell::symbol);
                 let _ = writeln!(
                     out,
                     r##"<rect x="{x}" y="{y}" width="{}" height="{}" fill="{}" stroke="#ffffff"><title>{} / {} / {}: {}</title></rect>"##,
@@ -442,13 +501,24 @@ pub fn svg(reports: &[Report]) -> String {
                     xml_escape(gfp),
                     xml_escape(&sym)
                 );
-                let _ = writeln!(out, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, x + CELL / 2, y + CELL / 2 + 4, xml_escape(&sym));
+                let _ = writeln!(
+                    out,
+                    r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+                    x + CELL / 2,
+                    y + CELL / 2 + 4,
+                    xml_escape(&sym)
+                );
             }
         }
         x0 += panel_w(cols.len());
     }
     for (i, line) in LEGEND.lines().enumerate() {
-        let _ = writeln!(out, r#"<text x="10" y="{}">{}</text>"#, height - 50 + i * 16, xml_escape(line));
+        let _ = writeln!(
+            out,
+            r#"<text x="10" y="{}">{}</text>"#,
+            height - 50 + i * 16,
+            xml_escape(line)
+        );
     }
     out.push_str("</svg>\n");
     out
@@ -463,20 +533,38 @@ mod tests {
     #[test]
     fn parses_a_results_line() {
         let c = Cell::parse(LINE).unwrap();
-        assert_eq!(c.spec, "ctx=raw_spin_lock alloc=get_free_page gfp=GFP_ATOMIC order=0 path=zone_lock n=4096");
+        assert_eq!(
+            c.spec,
+            "ctx=raw_spin_lock alloc=get_free_page gfp=GFP_ATOMIC order=0 path=zone_lock n=4096"
+        );
         assert_eq!(c.path, "zone_lock");
         assert_eq!(c.report("invalid_wait_context"), 1);
-        assert_eq!(c.alloc_ns, Stats { min: 2754, median: 2924, max: 20603229 });
+        assert_eq!(
+            c.alloc_ns,
+            Stats {
+                min: 2754,
+                median: 2924,
+                max: 20603229
+            }
+        );
         assert!(c.lockdep_armed);
         assert_eq!(c.symbol(), "W");
     }
 
     #[test]
     fn rejects_malformed_lines() {
-        assert!(Cell::parse("kind=alloc ctx=x").unwrap_err().contains("missing"));
-        assert!(Cell::parse(&LINE.replace("iterations=70", "iterations=x")).unwrap_err().contains("iterations"));
-        assert!(Cell::parse(&LINE.replace("kind=alloc", "kind=bogus")).unwrap_err().contains("bogus"));
-        assert!(Cell::parse(&format!("{LINE} junk")).unwrap_err().contains("junk"));
+        assert!(Cell::parse("kind=alloc ctx=x")
+            .unwrap_err()
+            .contains("missing"));
+        assert!(Cell::parse(&LINE.replace("iterations=70", "iterations=x"))
+            .unwrap_err()
+            .contains("iterations"));
+        assert!(Cell::parse(&LINE.replace("kind=alloc", "kind=bogus"))
+            .unwrap_err()
+            .contains("bogus"));
+        assert!(Cell::parse(&format!("{LINE} junk"))
+            .unwrap_err()
+            .contains("junk"));
     }
 
     #[test]

@@ -17,8 +17,12 @@ fn read(path: &str) -> Result<String, String> {
 }
 
 fn write(path: &str, text: &str) -> Result<(), String> {
-    if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    if let Some(dir) = Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     std::fs::write(path, text).map_err(|e| format!("cannot write {path}: {e}"))
 }
@@ -28,7 +32,10 @@ fn load(path: &str) -> Result<Report, String> {
 }
 
 /// Splits `--key value` options from positional arguments.
-fn options<'a>(args: &'a [String], keys: &[&str]) -> Result<(Vec<(&'a str, &'a str)>, Vec<&'a str>), String> {
+fn options<'a>(
+    args: &'a [String],
+    keys: &[&str],
+) -> Result<(Vec<(&'a str, &'a str)>, Vec<&'a str>), String> {
     let (mut opts, mut rest) = (Vec::new(), Vec::new());
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -46,7 +53,10 @@ fn options<'a>(args: &'a [String], keys: &[&str]) -> Result<(Vec<(&'a str, &'a s
 }
 
 fn required<'a>(opts: &[(&str, &'a str)], key: &str) -> Result<&'a str, String> {
-    opts.iter().find(|(k, _)| *k == key).map(|(_, v)| *v).ok_or_else(|| format!("--{key} is required"))
+    opts.iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| format!("--{key} is required"))
 }
 
 fn cmd_merge(args: &[String]) -> Result<(), String> {
@@ -73,14 +83,22 @@ fn cmd_merge(args: &[String]) -> Result<(), String> {
 }
 
 fn cmd_show(args: &[String]) -> Result<(), String> {
-    let reports = args.iter().map(|p| load(p)).collect::<Result<Vec<_>, _>>()?;
+    let reports = args
+        .iter()
+        .map(|p| load(p))
+        .collect::<Result<Vec<_>, _>>()?;
     for r in &reports {
         println!("{}", r.table());
     }
     println!("{LEGEND}\n");
     for pair in reports.windows(2) {
         let d = diff(&pair[0], &pair[1]);
-        println!("differences between {} and {}: {}", pair[0].flavor, pair[1].flavor, d.len());
+        println!(
+            "differences between {} and {}: {}",
+            pair[0].flavor,
+            pair[1].flavor,
+            d.len()
+        );
         for line in d {
             println!("  {line}");
         }
@@ -90,7 +108,11 @@ fn cmd_show(args: &[String]) -> Result<(), String> {
         print!("{}", r.timing());
         let unchecked = r.unchecked();
         if !unchecked.is_empty() {
-            println!("{}: {} cells could not be observed with lockdep armed:", r.flavor, unchecked.len());
+            println!(
+                "{}: {} cells could not be observed with lockdep armed:",
+                r.flavor,
+                unchecked.len()
+            );
             for c in unchecked {
                 println!("  {}", c.spec);
             }
@@ -101,7 +123,10 @@ fn cmd_show(args: &[String]) -> Result<(), String> {
 
 fn cmd_svg(args: &[String]) -> Result<(), String> {
     let (opts, files) = options(args, &["out"])?;
-    let reports = files.iter().map(|p| load(p)).collect::<Result<Vec<_>, _>>()?;
+    let reports = files
+        .iter()
+        .map(|p| load(p))
+        .collect::<Result<Vec<_>, _>>()?;
     if reports.is_empty() {
         return Err("svg needs at least one results file".into());
     }

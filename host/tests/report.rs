@@ -1,0 +1,224 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Parsing, merging and rendering on fixtures: guest outputs captured from
+//! real boots of the test kernels (`tests/fixtures/`).
+
+use rgn_report::{config_flags, diff, merge, parse_boot, svg, Cell, Report};
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn boots(prefix: &str, n: usize) -> Vec<Vec<Cell>> {
+    (1..=n)
+        .map(|i| parse_boot(&fixture(&format!("{prefix}-boot-{i}.out"))).unwrap())
+        .collect()
+}
+
+fn report(flavor: &str, boots: &[Vec<Cell>]) -> Report {
+    Report {
+        kernel: "7.3.4".into(),
+        flavor: flavor.into(),
+        config: config_flags("CONFIG_PREEMPT=y\nCONFIG_PROVE_RAW_LOCK_NESTING=y\n"),
+        boots: boots.len() as u32,
+        cells: merge(boots),
+    }
+}
+
+fn find<'a>(r: &'a Report, spec_start: &str) -> &'a Cell {
+    r.cells
+        .iter()
+        .find(|c| c.spec.starts_with(spec_start))
+        .unwrap()
+}
+
+#[test]
+fn every_result_line_of_a_boot_is_parsed() {
+    let text = fixture("lockdep-boot-1.out");
+    let lines = text.lines().filter(|l| l.starts_with("# RESULT ")).count();
+    let cells = parse_boot(&text).unwrap();
+    assert_eq!(cells.len(), lines);
+    assert_eq!(cells.len(), 107);
+    assert_eq!(cells.iter().filter(|c| c.kind == "control").count(), 3);
+}
+
+#[test]
+fn merge_prefers_the_first_observation_with_lockdep_armed() {
+    let b = boots("lockdep", 3);
+    let spec = "ctx=raw_spin_lock alloc=get_free_page gfp=GFP_NOWAIT";
+    let first = b[0].iter().find(|c| c.spec.starts_with(spec)).unwrap();
+    assert!(
+        !first.lockdep_armed,
+        "fixture: boot 1 saw this cell disarmed"
+    );
+    let merged = report("lockdep", &b);
+    let cell = find(&merged, spec);
+    assert!(cell.lockdep_armed);
+    assert_eq!(cell.reports["invalid_wait_context"], 1);
+    assert_eq!(cell.symbol(), "W");
+    // Order of first appearance is kept, and no cell is duplicated.
+    assert_eq!(merged.cells.len(), 107);
+    assert!(merged.cells[0].spec.starts_with("ctx=process "));
+}
+
+#[test]
+fn a_later_disarmed_observation_does_not_replace_an_armed_one() {
+    let mut b = boots("lockdep", 2);
+    let armed = b[0].iter().find(|c| c.lockdep_armed).unwrap().clone();
+    let mut later = armed.clone();
+    later.lockdep_armed = false;
+    later.reports.insert("warning".into(), 7);
+    b[1].push(later);
+    let merged = merge(&b);
+    assert_eq!(
+        merged.iter().find(|c| c.spec == armed.spec).unwrap(),
+        &armed
+    );
+}
+
+#[test]
+fn cells_never_seen_armed_are_listed_as_unchecked() {
+    let merged = report("lockdep", &boots("lockdep", 3));
+    let unchecked = merged.unchecked();
+    assert!(!unchecked.is_empty());
+    assert!(unchecked
+        .iter()
+        .all(|c| !c.lockdep_armed && c.symbol().ends_with('?')));
+    assert_eq!(
+        unchecked.len(),
+        merged
+            .cells
+            .iter()
+            .filter(|c| c.symbol().ends_with('?'))
+            .count()
+    );
+}
+
+#[test]
+fn table_has_a_row_per_context_and_the_controls() {
+    let r = report("lockdep", &boots("lockdep", 3));
+    let table = r.table();
+    assert!(table.starts_with("lockdep 7.3.4 (PREEMPT, PROVE_RAW_LOCK_NESTING), 3 boots"));
+    for ctx in [
+        "process",
+        "rcu_read_lock",
+        "spin_lock",
+        "preempt_disable",
+        "local_irq_disable",
+        "raw_spin_lock",
+        "hardirq",
+    ] {
+        assert!(
+            table.lines().any(|l| l.starts_with(ctx)),
+            "no row for {ctx}"
+        );
+    }
+    let process = table.lines().find(|l| l.starts_with("process ")).unwrap();
+    assert_eq!(process.matches("|.").count(), 13, "process row: {process}");
+    assert!(table.contains("controls: empty"));
+}
+
+#[test]
+fn json_has_the_documented_shape() {
+    let r = report("lockdep", &boots("lockdep", 2));
+    let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+    for key in ["kernel", "flavor", "config", "boots", "cells"] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(v["config"]["PROVE_RAW_LOCK_NESTING"], true);
+    assert_eq!(v["config"]["PREEMPT_RT"], false);
+    let cell = &v["cells"][0];
+    for key in [
+        "kind",
+        "context",
+        "allocator",
+        "gfp",
+        "order",
+        "path",
+        "iterations",
+        "allocated",
+        "failed",
+        "lockdep_armed",
+        "reports",
+        "alloc_ns",
+        "section_ns",
+    ] {
+        assert!(cell.get(key).is_some(), "cell lacks {key}");
+    }
+    for key in [
+        "invalid_wait_context",
+        "sleeping_in_atomic",
+        "scheduling_while_atomic",
+        "lockdep_other",
+        "warning",
+    ] {
+        assert!(cell["reports"].get(key).is_some(), "reports lack {key}");
+    }
+    for key in ["min", "median", "max"] {
+        assert!(cell["alloc_ns"].get(key).is_some());
+    }
+    let back: Report = serde_json::from_value(v).unwrap();
+    assert_eq!(back, r);
+}
+
+#[test]
+fn diff_names_each_cell_whose_outcome_differs() {
+    let a = report("lockdep", &boots("lockdep", 3));
+    let mut b = a.clone();
+    b.flavor = "rt".into();
+    assert!(diff(&a, &b).is_empty());
+    let spec = "ctx=preempt_disable alloc=get_free_page gfp=GFP_ATOMIC ";
+    let cell = b
+        .cells
+        .iter_mut()
+        .find(|c| c.spec.starts_with(spec))
+        .unwrap();
+    cell.reports.insert("sleeping_in_atomic".into(), 1);
+    let d = diff(&a, &b);
+    assert_eq!(
+        d,
+        vec!["preempt_disable get_free_page GFP_ATOMIC: lockdep ., rt S".to_string()]
+    );
+    b.cells.pop();
+    assert_eq!(diff(&a, &b).len(), 2);
+}
+
+#[test]
+fn svg_draws_one_square_per_matrix_cell_and_escapes_names() {
+    let r = report("lockdep", &boots("lockdep", 3));
+    let matrix_cells = r
+        .cells
+        .iter()
+        .filter(|c| c.kind == "alloc" && c.requested_path == "zone_lock")
+        .count();
+    let picture = svg(&[r.clone(), r]);
+    assert!(picture.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    assert!(picture.trim_end().ends_with("</svg>"));
+    // One background plus one square per cell in each of the two panels.
+    assert_eq!(picture.matches("<rect").count(), 1 + 2 * matrix_cells);
+    let mut odd = report("lockdep", &boots("lockdep", 1));
+    for c in &mut odd.cells {
+        c.context = c.context.replace("process", "a<b&\"c");
+    }
+    let picture = svg(&[odd]);
+    assert!(picture.contains("a&lt;b&amp;&quot;c"));
+    assert!(!picture.contains("a<b&"));
+}
+
+#[test]
+fn timing_summarises_each_path_taken() {
+    let r = report("lockdep", &boots("lockdep", 1));
+    let t = r.timing();
+    assert!(t.contains("zone_lock path: median"), "{t}");
+    let zone: Vec<u64> = r
+        .cells
+        .iter()
+        .filter(|c| c.path == "zone_lock" && c.order == 0)
+        .map(|c| c.alloc_ns.median)
+        .collect();
+    assert!(!zone.is_empty());
+}
