@@ -10,7 +10,12 @@ LLVM ?= 1
 
 default: modules
 
-modules clean rust-analyzer:
+# A Rust module needs a configured and built kernel tree with CONFIG_RUST=y.
+kdir-check:
+	@test -f $(KDIR)/Makefile || { echo "rust_gfp_nolocks: no kernel build tree at KDIR=$(KDIR): pass KDIR=/path/to/your/kernel/build (scripts/build-kernel FLAVOR prints one)" >&2; exit 1; }
+	@grep -qs '^CONFIG_RUST=y' $(KDIR)/include/config/auto.conf || { echo "rust_gfp_nolocks: the kernel at $(KDIR) is not built with CONFIG_RUST=y (or not built yet): enable Rust support and build it, or use scripts/build-kernel" >&2; exit 1; }
+
+modules clean rust-analyzer: kdir-check
 	$(MAKE) -C $(KDIR) M=$$PWD LLVM=$(LLVM) $@
 
 matrix:
@@ -19,4 +24,4 @@ matrix:
 check:
 	scripts/check
 
-.PHONY: default modules clean rust-analyzer matrix check
+.PHONY: default kdir-check modules clean rust-analyzer matrix check

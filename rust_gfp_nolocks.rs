@@ -944,6 +944,8 @@ struct CellResult {
     lockdep_after: bool,
     reports: [u64; 5],
     alloc_ns: Stats,
+    /// Duration of the first allocation that took zone->lock, 0 if none did.
+    zone_locked_alloc_ns: u64,
     section_ns: u64,
 }
 
@@ -977,8 +979,12 @@ impl fmt::Display for CellResult {
         }
         writeln!(
             f,
-            " alloc_ns_min={} alloc_ns_median={} alloc_ns_max={} section_ns={}",
-            self.alloc_ns.min, self.alloc_ns.median, self.alloc_ns.max, self.section_ns
+            " alloc_ns_min={} alloc_ns_median={} alloc_ns_max={} zone_locked_alloc_ns={} section_ns={}",
+            self.alloc_ns.min,
+            self.alloc_ns.median,
+            self.alloc_ns.max,
+            self.zone_locked_alloc_ns,
+            self.section_ns
         )
     }
 }
@@ -1125,6 +1131,7 @@ impl State {
             lockdep_after: sys::lockdep_armed(),
             reports,
             alloc_ns: Stats::default(),
+            zone_locked_alloc_ns: 0,
             section_ns,
         }
     }
@@ -1137,6 +1144,8 @@ impl State {
         let mut pages = KVec::<sys::Pages>::with_capacity(n, GFP_KERNEL)?;
         let mut times = KVec::<u64>::with_capacity(n, GFP_KERNEL)?;
         let (mut iterations, mut failed) = (0u32, 0u32);
+        // Duration of the first allocation that went through zone->lock.
+        let mut zone_locked_alloc_ns = 0u64;
 
         let lockdep_before = sys::lockdep_armed();
         self.detector.begin();
@@ -1148,9 +1157,14 @@ impl State {
         let start = Instant::<Monotonic>::now();
         (CONTEXTS[cell.ctx].enter)(&self.locks, &mut || {
             while (iterations as usize) < n {
+                let locked_before = zone_locked.load(Relaxed);
                 let t0 = Instant::<Monotonic>::now();
                 let page = (def.alloc)(gfp, cell.order);
-                let _ = times.push_within_capacity(t0.elapsed().as_nanos() as u64);
+                let ns = t0.elapsed().as_nanos() as u64;
+                let _ = times.push_within_capacity(ns);
+                if zone_locked_alloc_ns == 0 && zone_locked.load(Relaxed) != locked_before {
+                    zone_locked_alloc_ns = ns;
+                }
                 iterations += 1;
                 match page {
                     Some(p) => {
@@ -1188,6 +1202,7 @@ impl State {
             lockdep_after: sys::lockdep_armed(),
             reports,
             alloc_ns: Stats::of(&mut times),
+            zone_locked_alloc_ns,
             section_ns,
         })
     }

@@ -134,12 +134,8 @@ parse_flavors() {
 	[ -n "$FLAVOR_LIST" ] || FLAVOR_LIST=$FLAVORS
 }
 
-# boot_outputs RUN_DIR: the guest outputs of a scripts/run-flavor run, in boot order.
+# boot_outputs RUN_DIR: the guest outputs of a scripts/run-flavor run, in order.
 boot_outputs() {
-	_n=$(cat "$1/boots" 2>/dev/null) || die "$1 holds no finished run"
-	_i=1
-	while [ "$_i" -le "$_n" ]; do
-		printf '%s\n' "$1/boot-$_i.out"
-		_i=$((_i + 1))
-	done
+	[ -f "$1/boots.list" ] || die "$1 holds no finished run"
+	cat "$1/boots.list"
 }

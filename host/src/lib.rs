@@ -54,6 +54,9 @@ pub struct Cell {
     pub lockdep_armed: bool,
     pub reports: BTreeMap<String, u64>,
     pub alloc_ns: Stats,
+    /// Duration of the first allocation that took `zone->lock` (0: none did).
+    #[serde(default)]
+    pub zone_locked_alloc_ns: u64,
     pub section_ns: u64,
 }
 
@@ -128,6 +131,11 @@ impl Cell {
                 median: num("alloc_ns_median")?,
                 max: num("alloc_ns_max")?,
             },
+            // Absent from results of older module versions.
+            zone_locked_alloc_ns: kv
+                .get("zone_locked_alloc_ns")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
             section_ns: num("section_ns")?,
         })
     }
@@ -318,29 +326,47 @@ impl Report {
         self.cells.iter().filter(|c| !c.lockdep_armed).collect()
     }
 
-    /// Timing summary: per path taken, the median over cells of the median
-    /// allocation time, and the median atomic section length.
+    /// Timing summary: an order-0 allocation served from the per-cpu list
+    /// (pcp cells), and the allocation that refilled it under `zone->lock`
+    /// (zone_lock cells without reports, whose printing would be counted).
     pub fn timing(&self) -> String {
+        let order0 = |c: &&Cell| c.kind == "alloc" && c.order == 0;
+        let clean = |c: &&Cell| c.reports.values().all(|&n| n == 0);
         let mut out = String::new();
-        for path in ["pcp", "zone_lock"] {
-            let cells: Vec<&Cell> = self
-                .cells
-                .iter()
-                .filter(|c| c.kind == "alloc" && c.path == path && c.order == 0)
-                .collect();
-            if cells.is_empty() {
-                continue;
-            }
-            let mut alloc: Vec<u64> = cells.iter().map(|c| c.alloc_ns.median).collect();
-            let mut section: Vec<u64> = cells.iter().map(|c| c.section_ns).collect();
+        let pcp: Vec<&Cell> = self
+            .cells
+            .iter()
+            .filter(order0)
+            .filter(|c| c.path == "pcp")
+            .collect();
+        if !pcp.is_empty() {
+            let mut alloc: Vec<u64> = pcp.iter().map(|c| c.alloc_ns.median).collect();
+            let mut section: Vec<u64> = pcp.iter().map(|c| c.section_ns).collect();
             let _ = writeln!(
                 out,
-                "{}: order-0 allocation on the {} path: median {} ns over {} cells (min {} ns); atomic section median {} ns",
+                "{}: order-0 allocation from the per-cpu list: {} ns (median of {} cells' medians); their atomic sections: {} ns",
                 self.flavor,
-                path,
                 median(&mut alloc),
-                cells.len(),
-                cells.iter().map(|c| c.alloc_ns.min).min().unwrap_or(0),
+                pcp.len(),
+                median(&mut section)
+            );
+        }
+        let zone: Vec<&Cell> = self
+            .cells
+            .iter()
+            .filter(order0)
+            .filter(clean)
+            .filter(|c| c.path == "zone_lock" && c.zone_locked_alloc_ns > 0)
+            .collect();
+        if !zone.is_empty() {
+            let mut refill: Vec<u64> = zone.iter().map(|c| c.zone_locked_alloc_ns).collect();
+            let mut section: Vec<u64> = zone.iter().map(|c| c.section_ns).collect();
+            let _ = writeln!(
+                out,
+                "{}: order-0 allocation that refilled the list under zone->lock: {} ns (median of {} clean cells); their atomic sections: {} ns",
+                self.flavor,
+                median(&mut refill),
+                zone.len(),
                 median(&mut section)
             );
         }
