@@ -446,8 +446,8 @@ fn colour(sym: &str) -> &'static str {
         _ if s == "." => "#a6d96a",
         _ if s.contains('W') && s.contains('S') => "#a50026",
         _ if s.contains('W') => "#d73027",
-        _ if s.contains('S') || s.contains('A') => "#fdae61",
         _ if s.contains('L') || s.contains('!') => "#f46d43",
+        _ if s.contains('S') || s.contains('A') => "#fdae61",
         _ if s.contains('F') => "#74add1",
         _ => "#ffffbf",
     }
@@ -464,7 +464,7 @@ fn xml_escape(s: &str) -> String {
 pub fn svg(reports: &[Report]) -> String {
     const CELL: usize = 34;
     const LABEL: usize = 170;
-    const TOP: usize = 150;
+    const TOP: usize = 130;
     let panels: Vec<_> = reports.iter().map(|r| (r, r.grid())).collect();
     let panel_w = |cols: usize| LABEL + cols * CELL + 30;
     let width: usize = panels
@@ -492,13 +492,30 @@ pub fn svg(reports: &[Report]) -> String {
             x0 + 10,
             xml_escape(&report.title())
         );
-        for (j, (alloc, gfp)) in cols.iter().enumerate() {
+        // Allocator names over their group of columns, mask names under them.
+        let mut j = 0;
+        while j < cols.len() {
+            let span = cols[j..].iter().take_while(|c| c.0 == cols[j].0).count();
+            let (x1, x2) = (x0 + LABEL + j * CELL, x0 + LABEL + (j + span) * CELL);
+            let _ = writeln!(
+                out,
+                r#"<text x="{}" y="{}" text-anchor="middle">{}</text><line x1="{}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
+                (x1 + x2) / 2,
+                TOP - 72,
+                xml_escape(short_allocator(cols[j].0)),
+                x1 + 2,
+                TOP - 66,
+                x2 - 2,
+                TOP - 66
+            );
+            j += span;
+        }
+        for (j, (_, gfp)) in cols.iter().enumerate() {
             let x = x0 + LABEL + j * CELL + CELL / 2;
             let _ = writeln!(
                 out,
-                r#"<text transform="translate({x},{}) rotate(-60)">{} {}</text>"#,
+                r#"<text transform="translate({x},{}) rotate(-60)">{}</text>"#,
                 TOP - 6,
-                xml_escape(short_allocator(alloc)),
                 xml_escape(short_gfp(gfp))
             );
         }
