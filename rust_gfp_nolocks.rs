@@ -164,6 +164,19 @@ mod sys {
         unsafe { core::ptr::read_volatile(&raw const bindings::jiffies) as usize }
     }
 
+    /// Whether a mask may enter direct reclaim, i.e. really sleep
+    /// (`gfpflags_allow_blocking()`).
+    pub(crate) fn may_block(gfp: Gfp) -> bool {
+        gfp & (1 << bindings::___GFP_DIRECT_RECLAIM_BIT) != 0
+    }
+
+    /// Pages available without reclaim, as `/proc/meminfo`'s MemAvailable.
+    pub(crate) fn available_pages() -> usize {
+        // SAFETY: Reads counters only.
+        let pages = unsafe { bindings::si_mem_available() };
+        usize::try_from(pages).unwrap_or(0)
+    }
+
     /// Whether the kernel carries TAINT_WARN (set by every WARN and every
     /// "sleeping function called from invalid context" report).
     pub(crate) fn warn_tainted() -> bool {
@@ -1140,6 +1153,7 @@ impl State {
         let def = &ALLOCATORS[cell.alloc];
         let gfp = MASKS[cell.mask].gfp;
         let n = cell.n as usize;
+        Self::check_memory(cell, gfp)?;
         // Allocated before the section: nothing inside it may allocate.
         let mut pages = KVec::<sys::Pages>::with_capacity(n, GFP_KERNEL)?;
         let mut times = KVec::<u64>::with_capacity(n, GFP_KERNEL)?;
@@ -1205,6 +1219,38 @@ impl State {
             zone_locked_alloc_ns,
             section_ns,
         })
+    }
+
+    /// A blocking mask in an atomic context only prints a report while the
+    /// free lists can serve it; short of memory it would enter direct reclaim
+    /// and really sleep, with a raw lock held or in hard irq. Such a cell
+    /// runs only with ample memory: what it may allocate plus 16 MiB.
+    fn check_memory(cell: AllocCell, gfp: sys::Gfp) -> Result {
+        if !sys::may_block(gfp) || CONTEXTS[cell.ctx].name == "process" {
+            return Ok(());
+        }
+        // Above the per-cpu orders the first allocation takes zone->lock.
+        let allocations = if cell.order > sys::PCP_MAX_ORDER {
+            1
+        } else {
+            cell.n as usize
+        };
+        let needed = (allocations << cell.order) + (16 << (20 - kernel::page::PAGE_SHIFT));
+        let available = sys::available_pages();
+        if available < needed {
+            pr_err!(
+                "run: refusing ctx={} alloc={} gfp={} order={} n={}: a blocking mask in an atomic context could sleep for real with {} pages available ({} needed); free memory or lower n=\n",
+                CONTEXTS[cell.ctx].name,
+                ALLOCATORS[cell.alloc].name,
+                MASKS[cell.mask].name,
+                cell.order,
+                cell.n,
+                available,
+                needed
+            );
+            return Err(ENOMEM);
+        }
+        Ok(())
     }
 
     /// Leaves `n` pages of this order on this CPU's per-cpu list: allocated

@@ -75,6 +75,10 @@ settled_free_pages() {
 
 counter() { cat "$DEBUGFS/counters/$1"; }
 
+# write_spec SPEC: one write of SPEC to run; a refusal is reported on stderr
+# (echo, not printf: busybox's printf does not report a failed write).
+write_spec() { echo "$1" >"$DEBUGFS/run"; }
+
 meminfo_kb() { awk -v k="$1:" '$1 == k { print $2 }' /proc/meminfo; }
 
 counters_snapshot() {
@@ -210,7 +214,7 @@ phase_badinput() {
 # run_cell SPEC JUDGE: runs one cell, prints its results line for the host
 # and, with JUDGE=1, checks it against the expectations.
 run_cell() {
-	if ! err=$(printf '%s\n' "$1" 2>&1 >"$DEBUGFS/run"); then
+	if ! err=$(write_spec "$1" 2>&1); then
 		fail "cell $1: the module refused it ($err)"
 		return
 	fi
@@ -345,6 +349,33 @@ check_autorun() {
 	rmmod rust_gfp_nolocks
 }
 
+# A blocking mask in an atomic section only reports while memory is ample;
+# short of memory it would really sleep there. With about 40 MiB left (ramfs
+# pages cannot be reclaimed), a GFP_KERNEL cell under raw_spin_lock that may
+# take 32 MiB must be refused with ENOMEM, logged, and run nothing.
+check_low_memory_refusal() {
+	load_module
+	fill_mb=$(($(meminfo_kb MemAvailable) / 1024 - 40))
+	dd if=/dev/zero of=/tmp/fill bs=1M count="$fill_mb" 2>/dev/null
+	cells_before=$(counter cells_run)
+	spec="ctx=raw_spin_lock alloc=get_free_page gfp=GFP_KERNEL n=8192"
+	err=$(write_spec "$spec" 2>&1)
+	logged=$(dmesg | grep 'rust_gfp_nolocks: run: refusing' | tail -n 1)
+	available_mb=$(($(meminfo_kb MemAvailable) / 1024))
+	rm -f /tmp/fill
+	case $err in
+	*"out of memory"* | *"Cannot allocate memory"*)
+		if [ -n "$logged" ] && [ "$(counter cells_run)" -eq "$cells_before" ]; then
+			pass "low memory ($available_mb MiB available): '$spec' refused with ENOMEM, logged, nothing run"
+		else
+			fail "low memory: refused, but log '$logged', cells_run $cells_before -> $(counter cells_run)"
+		fi
+		;;
+	*) fail "low memory ($available_mb MiB available): '$spec' was not refused ($err)" ;;
+	esac
+	rmmod rust_gfp_nolocks
+}
+
 # write_status SPEC FILE: writes SPEC to run, and the write's exit status to FILE.
 write_status() {
 	status=0
@@ -379,6 +410,7 @@ phase_robust() {
 	fi
 
 	check_autorun
+	check_low_memory_refusal
 
 	# Module loads leave nothing behind: no unreclaimable slab (kmalloc),
 	# no vmalloc, no pages. The kernel frees vmap areas lazily, in batches,

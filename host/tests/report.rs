@@ -231,3 +231,33 @@ fn timing_summarises_each_path_taken() {
         .count();
     assert!(t.contains(&format!("median of {clean} clean cells")), "{t}");
 }
+
+#[test]
+fn real_flavors_differ_and_each_difference_names_two_outcomes() {
+    let lockdep = report("lockdep", &boots("lockdep", 3));
+    let mut rt = report("rt", &boots("rt", 2));
+    rt.config = config_flags("CONFIG_PREEMPT_RT=y\nCONFIG_PROVE_RAW_LOCK_NESTING=y\n");
+    assert!(rt
+        .table()
+        .starts_with("rt 7.3.4 (PREEMPT_RT, PROVE_RAW_LOCK_NESTING), 2 boots"));
+    // The RT fixture has zone_locked_alloc_ns and pcp cells: both timings.
+    let t = rt.timing();
+    assert!(
+        t.contains("from the per-cpu list") && t.contains("under zone->lock"),
+        "{t}"
+    );
+    let d = diff(&lockdep, &rt);
+    assert!(!d.is_empty());
+    for line in &d {
+        let (_, outcomes) = line.rsplit_once(": ").unwrap();
+        if let Some((a, b)) = outcomes.split_once(", ") {
+            assert_ne!(
+                a.trim_start_matches("lockdep "),
+                b.trim_start_matches("rt "),
+                "{line}"
+            );
+        } else {
+            assert!(outcomes.starts_with("only on"), "{line}");
+        }
+    }
+}
