@@ -1284,7 +1284,8 @@ impl State {
     fn reset(&self) {
         let _serialized = self.run_lock.lock();
         let mut results = self.results.lock();
-        results.clear();
+        // Frees the memory too, not only the entries.
+        *results = KVec::new();
         self.counters.clear();
     }
 

@@ -8,13 +8,13 @@
 #               and a sub-microsecond clocksource
 #   load        the module loads, its debugfs files exist
 #   badinput    malformed specs get EINVAL, a log line naming the token, no change
-#   cells:all   every cell of the cases file against expectations.txt, and no
-#               page leaked around this full matrix
+#   cells:all   every cell of the cases file against expectations.txt
 #   cells:FILE  the cells listed in FILE (one spec a line), stopping after the
 #               first cell that disarms lockdep (the rest wait for a new boot)
 #   matrix:all, matrix:FILE
 #               as cells:FILE, printing each result without judging it (make matrix)
 #   agreement   module counters equal an independent count of the kernel log
+#               and the per-cell sums; no page leaked around cells:all
 #   robust      concurrent writers, rmmod during a run, autorun, and 50
 #               insmod/rmmod cycles that leave no memory behind
 # Cells that lockdep could not check are printed as "# RETRY <spec>" for the
@@ -30,10 +30,12 @@ MODULE=/rgn/modules/rust_gfp_nolocks.ko
 DEBUGFS=/sys/kernel/debug/rust_gfp_nolocks
 FLAVOR=$(cat /rgn/flavor)
 KINDS="invalid_wait_context sleeping_in_atomic scheduling_while_atomic lockdep_other warning"
-# Settled free pages may drift by this much without a leak (measured: -44 to
-# +54 around the full matrix or the cycles). A leak of one page per cell
-# shows as more than a hundred; the module's own counters catch one page.
-FREE_PAGES_TOLERANCE=64
+# Settled free pages may drift by this much without a leak. Measured: a
+# systematic -30 to -64 around the full matrix (kernel-side growth: per-cpu
+# and vmalloc areas), -62 to +54 around the cycles. A leak of one page per
+# cell adds -107 (so -137 or worse), and the module's own counters catch a
+# single page. Past the tolerance drift_from measures again.
+FREE_PAGES_TOLERANCE=96
 CYCLE_KB_TOLERANCE=256
 
 pass() { ktap_test_pass "$FLAVOR: $*"; }
@@ -252,7 +254,7 @@ phase_cells() {
 	# full matrix in one boot (free pages, detector agreement).
 	stop_on_disarm=1
 	[ "$1 $2" != "all 1" ] || stop_on_disarm=0
-	[ "$stop_on_disarm" -eq 1 ] || free_before=$(settled_free_pages)
+	[ "$stop_on_disarm" -eq 1 ] || settled_free_pages >/tmp/free_before_matrix
 	stopped=0
 	while IFS= read -r spec; do
 		[ -n "$spec" ] || continue
@@ -263,16 +265,26 @@ phase_cells() {
 		run_cell "$spec" "$2"
 		[ "$stop_on_disarm" -eq 0 ] || [ "$(cat "$DEBUGFS/lockdep")" = armed ] || stopped=1
 	done </tmp/specs
-	[ "$stop_on_disarm" -eq 1 ] || check_no_leak "the full matrix ($(counter cells_run) cells)" "$free_before"
 }
 
-# check_no_leak WHAT FREE_BEFORE: settled free pages are back to FREE_BEFORE,
-# and every page the module allocated was freed.
+# drift_from FREE_BEFORE: settled free pages minus FREE_BEFORE. A leak
+# persists, noise does not: past the tolerance, measure again after another
+# pause, up to three times.
+drift_from() {
+	for _ in 1 2 3; do
+		_drift=$(($(settled_free_pages) - $1))
+		[ "${_drift#-}" -gt "$FREE_PAGES_TOLERANCE" ] || break
+	done
+	echo "$_drift"
+}
+
+# check_no_leak WHAT FREE_BEFORE ALLOCATED FREED: settled free pages are back
+# to FREE_BEFORE, and the module freed every page it allocated.
 check_no_leak() {
-	free_after=$(settled_free_pages)
-	drift=$((free_after - $2))
-	allocated=$(counter allocs_ok)
-	freed=$(counter pages_freed)
+	drift=$(drift_from "$2")
+	free_after=$(($2 + drift))
+	allocated=$3
+	freed=$4
 	if [ "${drift#-}" -le "$FREE_PAGES_TOLERANCE" ] && [ "$allocated" -eq "$freed" ]; then
 		pass "no page leak around $1: free pages $2 before, $free_after after (drift $drift, tolerance $FREE_PAGES_TOLERANCE); $allocated allocated, $freed freed"
 	else
@@ -319,6 +331,15 @@ phase_agreement() {
 		pass "counters equal the sums of the per-cell results ($(counter cells_run) cells)"
 	else
 		fail "counters '$snap' differ from per-cell sums '$sums'"
+	fi
+	# The full matrix of cells:all left nothing behind once its results
+	# are cleared.
+	if [ -f /tmp/free_before_matrix ]; then
+		cells=$(counter cells_run)
+		allocated=$(counter allocs_ok)
+		freed=$(counter pages_freed)
+		echo 1 >"$DEBUGFS/reset"
+		check_no_leak "the full matrix ($cells cells)" "$(cat /tmp/free_before_matrix)" "$allocated" "$freed"
 	fi
 }
 
@@ -427,10 +448,9 @@ phase_robust() {
 		insmod "$MODULE" && [ -d "$DEBUGFS" ] && rmmod rust_gfp_nolocks && [ ! -d "$DEBUGFS" ] || failures=$((failures + 1))
 		i=$((i + 1))
 	done
-	free_after=$(settled_free_pages)
+	drift=$(drift_from "$free_before")
 	slab=$(($(meminfo_kb SUnreclaim) - slab_before))
 	vmalloc=$(($(meminfo_kb VmallocUsed) - vmalloc_before))
-	drift=$((free_after - free_before))
 	desc="50 insmod/rmmod cycles: $failures failed; unreclaimable slab ${slab} kB, vmalloc ${vmalloc} kB, free pages $drift"
 	tolerances="tolerances: $CYCLE_KB_TOLERANCE kB, $CYCLE_KB_TOLERANCE kB, $FREE_PAGES_TOLERANCE pages"
 	if [ "$failures" -eq 0 ] && [ "$slab" -le "$CYCLE_KB_TOLERANCE" ] && [ "$vmalloc" -le "$CYCLE_KB_TOLERANCE" ] &&
