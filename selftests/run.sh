@@ -31,7 +31,7 @@ DEBUGFS=/sys/kernel/debug/rust_gfp_nolocks
 FLAVOR=$(cat /rgn/flavor)
 KINDS="invalid_wait_context sleeping_in_atomic scheduling_while_atomic lockdep_other warning"
 # How far settled free pages (see free_pages) may drift without a leak.
-# Measured around the full matrix: -9 to +6; a leak of one page per cell
+# Measured around the full matrix: -9 to +13; a leak of one page per cell
 # would be -107, and the module's own counters catch a single page. Around
 # the 50 cycles: -18 to +58, as the kernel frees vmap areas lazily; a leak of
 # three pages per load would be -150. Past a tolerance, drift_from measures
