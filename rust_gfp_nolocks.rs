@@ -401,17 +401,33 @@ struct Locks {
 
 struct ContextDef {
     name: &'static str,
+    /// Whether the body runs in an atomic section (everything but `process`).
+    atomic: bool,
     /// Runs the body inside the context and leaves it, restoring all state.
     enter: fn(&Locks, &mut dyn FnMut()),
 }
 
+/// An atomic context: `enter` opens the section around the body.
 const fn context(name: &'static str, enter: fn(&Locks, &mut dyn FnMut())) -> ContextDef {
-    ContextDef { name, enter }
+    ContextDef {
+        name,
+        atomic: true,
+        enter,
+    }
+}
+
+/// The baseline: the body runs as it is, in process context.
+const fn no_section(name: &'static str) -> ContextDef {
+    ContextDef {
+        name,
+        atomic: false,
+        enter: |_, f| f(),
+    }
 }
 
 /// Outer contexts, in order of increasing atomicity (the rows of the table).
 const CONTEXTS: &[ContextDef] = &[
-    context("process", |_, f| f()),
+    no_section("process"),
     context("rcu_read_lock", in_rcu_read_lock),
     context("spin_lock", in_spin_lock),
     #[cfg(any(CONFIG_DEBUG_PREEMPT, CONFIG_TRACE_PREEMPT_TOGGLE))]
@@ -575,14 +591,18 @@ struct AllocCell {
 #[derive(Clone, Copy)]
 enum Cell {
     Alloc(AllocCell),
-    Control(usize),
+    /// A row of `CONTROLS`, and its context resolved in `CONTEXTS`.
+    Control {
+        control: usize,
+        ctx: usize,
+    },
 }
 
 impl Cell {
     fn context(&self) -> usize {
         match self {
             Cell::Alloc(a) => a.ctx,
-            Cell::Control(c) => context_index(CONTROLS[*c].context).unwrap_or(0),
+            Cell::Control { ctx, .. } => *ctx,
         }
     }
 }
@@ -600,7 +620,7 @@ impl fmt::Display for Cell {
                 a.path.name(),
                 a.n
             ),
-            Cell::Control(c) => write!(f, "control={}", CONTROLS[*c].name),
+            Cell::Control { control, .. } => write!(f, "control={}", CONTROLS[*control].name),
         }
     }
 }
@@ -708,7 +728,15 @@ fn parse_spec(input: &[u8]) -> Result<Spec> {
                 CONTROLS[c].name
             )));
         }
-        return Ok(Spec::One(Cell::Control(c)));
+        // A control whose context this kernel lacks (preempt_disable without
+        // CONFIG_DEBUG_PREEMPT) must not run somewhere else instead.
+        let ctx = context_index(CONTROLS[c].context).ok_or_else(|| {
+            bad(format_args!(
+                "control={} runs in {}, which this kernel lacks",
+                CONTROLS[c].name, CONTROLS[c].context
+            ))
+        })?;
+        return Ok(Spec::One(Cell::Control { control: c, ctx }));
     }
     let ctx = ctx.ok_or_else(|| bad(format_args!("missing ctx=")))?;
     let alloc = alloc.ok_or_else(|| bad(format_args!("missing alloc=")))?;
@@ -773,9 +801,9 @@ fn for_each_case(mut f: impl FnMut(Cell) -> Result) -> Result {
             }
         }
     }
-    for (c, def) in CONTROLS.iter().enumerate() {
-        if context_index(def.context).is_some() {
-            f(Cell::Control(c))?;
+    for (control, def) in CONTROLS.iter().enumerate() {
+        if let Some(ctx) = context_index(def.context) {
+            f(Cell::Control { control, ctx })?;
         }
     }
     Ok(())
@@ -966,7 +994,7 @@ impl fmt::Display for CellResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.cell {
             Cell::Alloc(_) => "alloc",
-            Cell::Control(_) => "control",
+            Cell::Control { .. } => "control",
         };
         write!(
             f,
@@ -1113,7 +1141,7 @@ impl State {
         self.wait_might_resched_window();
         let result = match cell {
             Cell::Alloc(a) => self.run_alloc(a)?,
-            Cell::Control(c) => self.run_control(c),
+            Cell::Control { control, ctx } => self.run_control(control, ctx),
         };
         let mut results = self.results.lock();
         results.push(result, GFP_KERNEL)?;
@@ -1123,9 +1151,8 @@ impl State {
         Ok(())
     }
 
-    fn run_control(&self, c: usize) -> CellResult {
+    fn run_control(&self, c: usize, ctx: usize) -> CellResult {
         let def = &CONTROLS[c];
-        let ctx = context_index(def.context).unwrap_or(0);
         let lockdep_before = sys::lockdep_armed();
         self.detector.begin();
         let start = Instant::<Monotonic>::now();
@@ -1133,7 +1160,7 @@ impl State {
         let section_ns = start.elapsed().as_nanos() as u64;
         let reports = self.detector.end();
         CellResult {
-            cell: Cell::Control(c),
+            cell: Cell::Control { control: c, ctx },
             path: "none",
             iterations: 0,
             allocated: 0,
@@ -1226,7 +1253,7 @@ impl State {
     /// and really sleep, with a raw lock held or in hard irq. Such a cell
     /// runs only with ample memory: what it may allocate plus 16 MiB.
     fn check_memory(cell: AllocCell, gfp: sys::Gfp) -> Result {
-        if !sys::may_block(gfp) || CONTEXTS[cell.ctx].name == "process" {
+        if !sys::may_block(gfp) || !CONTEXTS[cell.ctx].atomic {
             return Ok(());
         }
         // Above the per-cpu orders the first allocation takes zone->lock.
@@ -1500,7 +1527,7 @@ impl GfpNoLocks {
             {
                 self.state.run_cell(cell)
             }
-            Cell::Control(_) if with_controls => self.state.run_cell(cell),
+            Cell::Control { .. } if with_controls => self.state.run_cell(cell),
             _ => Ok(()),
         })?;
         drop(_serialized);

@@ -85,14 +85,14 @@ kdir() {
 
 export HOST_TOOL="$REPO_ROOT/host/target/release/rgn-report"
 
-# prepare FLAVOR...: everything the README's commands need, from a fresh
-# machine: packages and sources, the kernels, the module, the host tool.
-# Each step is a no-op when its result is already there.
+# prepare FLAVOR...: what the README's commands need before they boot, from
+# a fresh machine: packages and sources, the kernels, the host tool (the
+# module is built by scripts/run-flavor, which needs its path anyway). Each
+# step is a no-op when its result is already there.
 prepare() {
 	"$REPO_ROOT/scripts/setup"
 	for _f in "$@"; do
 		"$REPO_ROOT/scripts/build-kernel" "$_f" >/dev/null
-		"$REPO_ROOT/scripts/build-module" "$_f" >/dev/null
 	done
 	step "host tool (cargo build)" cargo build -q --release --manifest-path "$REPO_ROOT/host/Cargo.toml" ||
 		die "building host/ failed: run 'cargo build --release' in host/ to see why"

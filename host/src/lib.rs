@@ -332,45 +332,60 @@ impl Report {
     pub fn timing(&self) -> String {
         let order0 = |c: &&Cell| c.kind == "alloc" && c.order == 0;
         let clean = |c: &&Cell| c.reports.values().all(|&n| n == 0);
-        let mut out = String::new();
         let pcp: Vec<&Cell> = self
             .cells
             .iter()
             .filter(order0)
             .filter(|c| c.path == "pcp")
             .collect();
-        if !pcp.is_empty() {
-            let mut alloc: Vec<u64> = pcp.iter().map(|c| c.alloc_ns.median).collect();
-            let mut section: Vec<u64> = pcp.iter().map(|c| c.section_ns).collect();
-            let _ = writeln!(
-                out,
-                "{}: order-0 allocation from the per-cpu list: {} ns (median of {} cells' medians); their atomic sections: {} ns",
-                self.flavor,
-                median(&mut alloc),
-                pcp.len(),
-                median(&mut section)
-            );
-        }
-        let zone: Vec<&Cell> = self
+        let refill: Vec<&Cell> = self
             .cells
             .iter()
             .filter(order0)
             .filter(clean)
             .filter(|c| c.path == "zone_lock" && c.zone_locked_alloc_ns > 0)
             .collect();
-        if !zone.is_empty() {
-            let mut refill: Vec<u64> = zone.iter().map(|c| c.zone_locked_alloc_ns).collect();
-            let mut section: Vec<u64> = zone.iter().map(|c| c.section_ns).collect();
-            let _ = writeln!(
-                out,
-                "{}: order-0 allocation that refilled the list under zone->lock: {} ns (median of {} clean cells); their atomic sections: {} ns",
-                self.flavor,
-                median(&mut refill),
-                zone.len(),
-                median(&mut section)
-            );
-        }
+        let mut out = String::new();
+        self.timing_line(
+            &mut out,
+            "from the per-cpu list",
+            "cells' medians",
+            &pcp,
+            |c| c.alloc_ns.median,
+        );
+        self.timing_line(
+            &mut out,
+            "that refilled the list under zone->lock",
+            "clean cells",
+            &refill,
+            |c| c.zone_locked_alloc_ns,
+        );
         out
+    }
+
+    /// One line of `timing`: the median of `ns` over `cells`, and the median
+    /// of their atomic sections; nothing when there are no such cells.
+    fn timing_line(
+        &self,
+        out: &mut String,
+        what: &str,
+        over: &str,
+        cells: &[&Cell],
+        ns: fn(&Cell) -> u64,
+    ) {
+        if cells.is_empty() {
+            return;
+        }
+        let mut values: Vec<u64> = cells.iter().map(|c| ns(c)).collect();
+        let mut section: Vec<u64> = cells.iter().map(|c| c.section_ns).collect();
+        let _ = writeln!(
+            out,
+            "{}: order-0 allocation {what}: {} ns (median of {} {over}); their atomic sections: {} ns",
+            self.flavor,
+            median(&mut values),
+            cells.len(),
+            median(&mut section)
+        );
     }
 }
 

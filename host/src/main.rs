@@ -31,11 +31,11 @@ fn load(path: &str) -> Result<Report, String> {
     serde_json::from_str(&read(path)?).map_err(|e| format!("{path} is not a results file: {e}"))
 }
 
+/// `--key value` options, and the positional arguments.
+type Options<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>);
+
 /// Splits `--key value` options from positional arguments.
-fn options<'a>(
-    args: &'a [String],
-    keys: &[&str],
-) -> Result<(Vec<(&'a str, &'a str)>, Vec<&'a str>), String> {
+fn options<'a>(args: &'a [String], keys: &[&str]) -> Result<Options<'a>, String> {
     let (mut opts, mut rest) = (Vec::new(), Vec::new());
     let mut it = args.iter();
     while let Some(a) = it.next() {
