@@ -139,3 +139,22 @@ boot_outputs() {
 	[ -f "$1/boots.list" ] || die "$1 holds no finished run"
 	cat "$1/boots.list"
 }
+
+# unmatched_rows FLAVOR RUN_DIR: the rows of selftests/expectations.txt that
+# apply to FLAVOR and matched no cell in any boot of the run (the guest
+# prints "# ROW N" for the row each judged cell matched). A row no cell
+# reaches is dead: shadowed by an earlier row, or its cells were dropped.
+unmatched_rows() {
+	boot_outputs "$2" | while read -r _f; do sed -n 's/^# ROW //p' "$_f"; done | sort -u >"$2/rows.hit"
+	awk -v flavor="$1" '
+		FNR == NR { hit[$1] = 1; next }
+		/^[ \t]*(#|$)/ { next }
+		{ rows++ }
+		($1 == "*" || $1 == flavor) && !(rows in hit) { printf " %d (%s %s %s %s %s)", rows, $2, $3, $4, $5, $6 }
+	' "$2/rows.hit" "$REPO_ROOT/selftests/expectations.txt"
+}
+
+# cell_verdicts RUN_DIR: the KTAP result lines of every boot of a run.
+cell_verdicts() {
+	boot_outputs "$1" | while read -r _f; do grep -E '^(ok|not ok) [0-9]+ ' "$_f" || true; done
+}

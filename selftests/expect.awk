@@ -3,8 +3,11 @@
 # Checks one rust_gfp_nolocks results line against expectations.txt.
 # usage: awk -v flavor=F -f expect.awk expectations.txt results-line-file
 # Columns of expectations.txt: flavor context allocator gfp path expect reason.
-# Prints one line: "ok|not_ok|retry<TAB>description<TAB>detail"
-# retry: lockdep was disarmed when the cell ran, and all it could check agreed.
+# Prints one line: "ok|not_ok|retry<TAB>description<TAB>detail<TAB>row"
+# retry: lockdep was disarmed when the cell ran, or a path=pcp cell left the
+# CPU whose list it filled, and all it could check agreed.
+# row: the number of the expectation row that matched (comments and blank
+# lines not counted), so the host can tell rows that match no cell.
 
 BEGIN {
 	nkinds = split("invalid_wait_context sleeping_in_atomic scheduling_while_atomic lockdep_other warning", kinds, " ")
@@ -46,7 +49,7 @@ FNR == NR {
 		    match_field(ralloc[r], alloc) && match_field(rgfp[r], gfp) && match_field(rpath[r], path))
 			row = r
 	if (!row) {
-		printf "not_ok\t%s: no expectation row matches\t%s\n", name, $0
+		printf "not_ok\t%s: no expectation row matches\t%s\t\n", name, $0
 		exit
 	}
 	check(row)
@@ -80,28 +83,32 @@ function check(row,    want, exact, n, parts, i, kv, k, armed, bad, observed, fa
 			bad = bad " " k "=" obs[k] "(want " ((k in want) ? ">0" : "0") ")"
 		}
 	}
+	if (obs["outcome"] != "ran")
+		bad = bad " outcome=" obs["outcome"] "(want ran)"
+	# A clean cell, or one expected to raise no lockdep report, must leave
+	# lockdep armed: only a cell's own lockdep report may turn it off.
+	if (armed && !("invalid_wait_context" in want) && !("lockdep_other" in want) && obs["lockdep_after"] != 1)
+		bad = bad " lockdep_after=" obs["lockdep_after"] "(want 1: no lockdep report was expected)"
 	if (obs["kind"] == "alloc") {
-		if (obs["freed"] != obs["allocated"])
-			bad = bad " freed=" obs["freed"] "(want allocated=" obs["allocated"] ")"
 		if (fails && obs["allocated"] != 0)
 			bad = bad " allocated=" obs["allocated"] "(want 0)"
-		# A pcp cell may migrate to another CPU between filling the list
-		# and entering its section: then it is run again, not judged.
-		if (!fails && obs["observed_path"] != obs["path"]) {
-			if (obs["path"] == "pcp" && bad == "") {
-				printf "retry\t%s: served from %s, not the per-cpu list it filled\t%s\n", name, obs["observed_path"], rreason[row]
-				return
-			}
-			bad = bad " observed_path=" obs["observed_path"] "(want " obs["path"] ")"
+		# A pcp cell whose task left the CPU it filled the list of, in
+		# every attempt, is run again in another boot, never judged.
+		if (obs["migrated"] == 1) {
+			printf "retry\t%s: left the CPU whose per-cpu list it filled, %d attempts\t%s\t%d\n", name, obs["attempts"], rreason[row], row
+			return
 		}
+		want_path = fails ? "none" : obs["path"]
+		if (obs["observed_path"] != want_path)
+			bad = bad " observed_path=" obs["observed_path"] "(want " want_path ")"
 	}
 	if (observed == "")
 		observed = " clean"
 	if (bad != "") {
-		printf "not_ok\t%s: expected %s, observed%s\tmismatch:%s; expectation: %s\n", name, expect, observed, bad, rreason[row]
+		printf "not_ok\t%s: expected %s, observed%s\tmismatch:%s; expectation: %s\t%d\n", name, expect, observed, bad, rreason[row], row
 	} else if (!armed) {
-		printf "retry\t%s: not checked by lockdep (disarmed before the cell)\t%s\n", name, rreason[row]
+		printf "retry\t%s: not checked by lockdep (disarmed before the cell)\t%s\t%d\n", name, rreason[row], row
 	} else {
-		printf "ok\t%s:%s as expected\t%s\n", name, observed, rreason[row]
+		printf "ok\t%s:%s as expected\t%s\t%d\n", name, observed, rreason[row], row
 	}
 }

@@ -44,8 +44,13 @@ pub struct Cell {
     pub order: u32,
     /// The path the spec asked for: `zone_lock`, `pcp`, or `none` (controls).
     pub requested_path: String,
-    /// The path the allocations took: `zone_lock`, `pcp` or `none`.
+    /// The path the allocations took: `zone_lock`, `pcp`, `none`, or
+    /// `unseen` (an order above the per-cpu orders with no buddy-list event).
     pub path: String,
+    /// `ran`, or why the module refused to run the cell
+    /// (`refused_low_memory`).
+    #[serde(default = "ran")]
+    pub outcome: String,
     pub iterations: u64,
     pub allocated: u64,
     pub failed: u64,
@@ -58,6 +63,10 @@ pub struct Cell {
     #[serde(default)]
     pub zone_locked_alloc_ns: u64,
     pub section_ns: u64,
+}
+
+fn ran() -> String {
+    "ran".to_string()
 }
 
 impl Cell {
@@ -121,6 +130,8 @@ impl Cell {
             order,
             requested_path,
             path: get("observed_path")?.to_string(),
+            // Absent from results of older module versions, which ran every cell.
+            outcome: kv.get("outcome").copied().unwrap_or("ran").to_string(),
             iterations: num("iterations")?,
             allocated: num("allocated")?,
             failed: num("failed")?,
@@ -146,9 +157,12 @@ impl Cell {
 
     /// The legend symbol: `.` clean, `W` invalid wait context, `S` sleeping
     /// in atomic, `A` scheduling while atomic, `L` other lockdep report,
-    /// `!` warning, `F` every allocation failed, and a trailing `?` when
-    /// lockdep was disarmed (not checked by lockdep).
+    /// `!` warning, `F` every allocation failed, `R` refused (not run), and
+    /// a trailing `?` when lockdep was disarmed (not checked by lockdep).
     pub fn symbol(&self) -> String {
+        if self.outcome != "ran" {
+            return "R".to_string();
+        }
         let mut s = String::new();
         if self.kind == "alloc" && self.allocated == 0 && self.failed > 0 {
             s.push('F');
@@ -377,10 +391,15 @@ impl Report {
             return;
         }
         let mut values: Vec<u64> = cells.iter().map(|c| ns(c)).collect();
-        let mut section: Vec<u64> = cells.iter().map(|c| c.section_ns).collect();
+        // The process row has no atomic section: its section time is not one.
+        let mut section: Vec<u64> = cells
+            .iter()
+            .filter(|c| c.context != "process")
+            .map(|c| c.section_ns)
+            .collect();
         let _ = writeln!(
             out,
-            "{}: order-0 allocation {what}: {} ns (median of {} {over}); their atomic sections: {} ns",
+            "{}: order-0 allocation {what}: {} ns (median of {} {over}); their atomic sections (process row excluded): {} ns",
             self.flavor,
             median(&mut values),
             cells.len(),
@@ -419,8 +438,11 @@ fn short_gfp(gfp: &str) -> &str {
 
 /// The legend of `Cell::symbol`.
 pub const LEGEND: &str = "legend: . clean  W invalid wait context  S sleeping in atomic  A scheduling while atomic  \
-L other lockdep report  ! warning  F allocation failed  ? not checked by lockdep\n\
-columns: masks under each allocator (AT|NW = GFP_ATOMIC|__GFP_NOWARN); rows: the atomic context around the allocation";
+L other lockdep report  ! warning  F allocation failed  R refused (memory too short)  ? not checked by lockdep\n\
+W on a !PREEMPT_RT kernel is lockdep's PROVE_RAW_LOCK_NESTING check: that lock would sleep on PREEMPT_RT (legal here)\n\
+columns: masks under each allocator (AT|NW = GFP_ATOMIC|__GFP_NOWARN); rows: the atomic context around the allocation\n\
+equal columns are not equal masks: each cell is driven to zone->lock with ample memory, so kswapd wakeups,\n\
+reserves and failures, where NOWAIT, ATOMIC, 0 and HIGH differ, are not exercised here";
 
 /// Cells whose symbol differs between two flavors, one line each.
 pub fn diff(a: &Report, b: &Report) -> Vec<String> {
@@ -637,5 +659,14 @@ mod tests {
         c.allocated = 0;
         c.failed = 1;
         assert_eq!(c.symbol(), "F");
+    }
+
+    #[test]
+    fn a_refused_cell_is_r_whatever_else_it_holds() {
+        let line = LINE.replace(" observed_path=", " outcome=refused_low_memory observed_path=");
+        let c = Cell::parse(&line).unwrap();
+        assert_eq!(c.outcome, "refused_low_memory");
+        assert_eq!(c.symbol(), "R");
+        assert_eq!(Cell::parse(LINE).unwrap().outcome, "ran");
     }
 }

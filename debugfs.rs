@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The debugfs surface, `/sys/kernel/debug/rust_gfp_nolocks/`: `run`,
+//! `reset`, `results`, `cases`, `tables`, `lockdep` and `counters/`.
+
+use crate::detector::REPORT_KINDS;
+use crate::runner::State;
+use crate::spec::{for_each_case, parse_spec, MAX_SPEC_LEN};
+use crate::sys;
+use crate::tables::{ALLOCATORS, CONTEXTS, CONTROLS, MASKS};
+use core::fmt;
+use kernel::{
+    debugfs::ScopedDir,
+    prelude::*,
+    sync::atomic::{Atomic, Relaxed},
+    uaccess::UserSliceReader,
+};
+
+fn write_run(state: &State, reader: &mut UserSliceReader) -> Result {
+    let len = reader.len();
+    if len > MAX_SPEC_LEN {
+        pr_err!(
+            "run: spec of {} bytes is longer than {}; nothing was run\n",
+            len,
+            MAX_SPEC_LEN
+        );
+        return Err(EINVAL);
+    }
+    let mut buf = [0u8; MAX_SPEC_LEN];
+    reader.read_slice(&mut buf[..len])?;
+    let spec = parse_spec(&buf[..len])?;
+    state.run(spec)
+}
+
+fn write_reset(state: &State, reader: &mut UserSliceReader) -> Result {
+    let mut buf = [0u8; 8];
+    let len = reader.len();
+    if len > buf.len() {
+        pr_err!("reset: write 1 to clear results and counters\n");
+        return Err(EINVAL);
+    }
+    reader.read_slice(&mut buf[..len])?;
+    if buf[..len].trim_ascii() != b"1" {
+        pr_err!("reset: write 1 to clear results and counters\n");
+        return Err(EINVAL);
+    }
+    state.reset();
+    Ok(())
+}
+
+fn show_results(state: &State, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    for r in state.results.lock().iter() {
+        write!(f, "{}", r)?;
+    }
+    Ok(())
+}
+
+fn show_cases(_: &State, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let mut out = Ok(());
+    let _ = for_each_case(|cell| {
+        out = writeln!(f, "{}", cell);
+        out.map_err(|_| EINVAL)
+    });
+    out
+}
+
+fn show_tables(_: &State, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    for (i, c) in CONTEXTS.iter().enumerate() {
+        writeln!(f, "context {} {}", i, c.name)?;
+    }
+    for (i, m) in MASKS.iter().enumerate() {
+        writeln!(f, "mask {} {} {:#x}", i, m.name, m.gfp)?;
+    }
+    for (i, a) in ALLOCATORS.iter().enumerate() {
+        writeln!(f, "allocator {} {} order={}", i, a.name, a.default_order)?;
+    }
+    for (i, c) in CONTROLS.iter().enumerate() {
+        writeln!(f, "control {} {} in {}", i, c.name, c.context)?;
+    }
+    Ok(())
+}
+
+fn show_lockdep(_: &State, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let armed = if sys::lockdep_armed() {
+        "armed"
+    } else {
+        "disarmed"
+    };
+    writeln!(f, "{}", armed)
+}
+
+fn show_counter(c: &Atomic<u64>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    writeln!(f, "{}", c.load(Relaxed))
+}
+
+pub(crate) fn populate<'a>(state: &'a State, dir: &ScopedDir<'a, '_>) {
+    dir.write_only_callback_file(c"run", state, &write_run);
+    dir.write_only_callback_file(c"reset", state, &write_reset);
+    dir.read_callback_file(c"results", state, &show_results);
+    dir.read_callback_file(c"cases", state, &show_cases);
+    dir.read_callback_file(c"tables", state, &show_tables);
+    dir.read_callback_file(c"lockdep", state, &show_lockdep);
+    let counters = dir.dir(c"counters");
+    let c = &state.counters;
+    let names: [&CStr; 5] = [
+        c"invalid_wait_context",
+        c"sleeping_in_atomic",
+        c"scheduling_while_atomic",
+        c"lockdep_other",
+        c"warning",
+    ];
+    debug_assert!(names.len() == REPORT_KINDS.len());
+    for (name, counter) in names.into_iter().zip(&c.reports) {
+        counters.read_callback_file(name, counter, &show_counter);
+    }
+    counters.read_callback_file(c"allocs_ok", &c.allocs_ok, &show_counter);
+    counters.read_callback_file(c"allocs_failed", &c.allocs_failed, &show_counter);
+    counters.read_callback_file(c"cells_run", &c.cells_run, &show_counter);
+    counters.read_callback_file(c"cells_refused", &c.cells_refused, &show_counter);
+    counters.read_callback_file(c"unattributed", &state.detector.unattributed, &show_counter);
+}

@@ -1,0 +1,530 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The runner: runs one cell at a time inside its context, with every
+//! allocation of the section owned and freed after it, and keeps the
+//! results and counters.
+
+use crate::detector::{Detector, Observed, REPORT_KINDS};
+use crate::spec::{for_each_case, AllocCell, Cell, Path, Spec};
+use crate::sys;
+use crate::tables::{AllocatorDef, Locks, ALLOCATORS, CONTEXTS, CONTROLS, MASKS};
+use core::fmt;
+use kernel::{
+    alloc::KVVec,
+    new_mutex,
+    prelude::*,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Mutex,
+    },
+    time::{delay::fsleep, Delta, Instant, Monotonic},
+};
+
+/// Most result lines kept; `run` refuses more (with `-ENOSPC`) until
+/// `reset`, so no result is ever dropped unread.
+pub(crate) const MAX_RESULTS: usize = 4096;
+/// How often a `path=pcp` cell is run again when its task left the CPU
+/// whose per-cpu list it filled.
+const PCP_ATTEMPTS: u32 = 5;
+/// Memory a blocking mask in an atomic cell must leave free above the
+/// watermarks, for whatever else runs meanwhile: 16 MiB.
+const MARGIN_PAGES: usize = 16 << (20 - kernel::page::PAGE_SHIFT);
+
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Stats {
+    min: u64,
+    median: u64,
+    max: u64,
+}
+
+impl Stats {
+    fn of(samples: &mut [u64]) -> Self {
+        if samples.is_empty() {
+            return Self::default();
+        }
+        samples.sort_unstable();
+        Self {
+            min: samples[0],
+            median: samples[samples.len() / 2],
+            max: samples[samples.len() - 1],
+        }
+    }
+}
+
+/// Whether the cell ran, or was refused before its section.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Ran,
+    /// A blocking mask in an atomic context, with too little memory for it
+    /// to stay clear of direct reclaim.
+    RefusedLowMemory,
+}
+
+pub(crate) struct CellResult {
+    pub(crate) cell: Cell,
+    pub(crate) outcome: Outcome,
+    /// `zone_lock`: the buddy lists served at least one allocation under
+    /// `zone->lock`; `pcp`: none did, all came from the per-cpu list;
+    /// `unseen`: an order the per-cpu lists never serve came back without
+    /// any buddy-list tracepoint (should not happen); `none`: nothing was
+    /// allocated, or a control.
+    path: &'static str,
+    iterations: u32,
+    pub(crate) allocated: u32,
+    pub(crate) failed: u32,
+    /// Runs of a `path=pcp` cell (more than one when its task migrated).
+    attempts: u32,
+    /// Whether the last run left the CPU whose per-cpu list it filled.
+    migrated: bool,
+    zone_locked_pages: u64,
+    extfrag_events: u64,
+    pub(crate) lockdep_before: bool,
+    lockdep_after: bool,
+    pub(crate) observed: Observed,
+    alloc_ns: Stats,
+    /// Duration of the first allocation that took zone->lock, 0 if none did.
+    zone_locked_alloc_ns: u64,
+    section_ns: u64,
+}
+
+impl CellResult {
+    fn new(cell: Cell, outcome: Outcome) -> Self {
+        Self {
+            cell,
+            outcome,
+            path: "none",
+            iterations: 0,
+            allocated: 0,
+            failed: 0,
+            attempts: 0,
+            migrated: false,
+            zone_locked_pages: 0,
+            extfrag_events: 0,
+            lockdep_before: sys::lockdep_armed(),
+            lockdep_after: sys::lockdep_armed(),
+            observed: Observed {
+                reports: [0; 5],
+                unattributed: 0,
+            },
+            alloc_ns: Stats::default(),
+            zone_locked_alloc_ns: 0,
+            section_ns: 0,
+        }
+    }
+
+    pub(crate) fn has_reports(&self) -> bool {
+        self.observed.reports.iter().any(|&n| n > 0)
+    }
+}
+
+impl fmt::Display for CellResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.cell {
+            Cell::Alloc(_) => "alloc",
+            Cell::Control { .. } => "control",
+        };
+        let outcome = match self.outcome {
+            Outcome::Ran => "ran",
+            Outcome::RefusedLowMemory => "refused_low_memory",
+        };
+        write!(
+            f,
+            "kind={} {} context={} outcome={} observed_path={}",
+            kind,
+            self.cell,
+            CONTEXTS[self.cell.context()].name,
+            outcome,
+            self.path
+        )?;
+        write!(
+            f,
+            " iterations={} allocated={} failed={} attempts={} migrated={} zone_locked_pages={} extfrag_events={}",
+            self.iterations,
+            self.allocated,
+            self.failed,
+            self.attempts,
+            u8::from(self.migrated),
+            self.zone_locked_pages,
+            self.extfrag_events
+        )?;
+        write!(
+            f,
+            " lockdep_before={} lockdep_after={}",
+            u8::from(self.lockdep_before),
+            u8::from(self.lockdep_after)
+        )?;
+        for (name, count) in REPORT_KINDS.iter().zip(self.observed.reports) {
+            write!(f, " {}={}", name, count)?;
+        }
+        writeln!(
+            f,
+            " unattributed={} alloc_ns_min={} alloc_ns_median={} alloc_ns_max={} zone_locked_alloc_ns={} section_ns={}",
+            self.observed.unattributed,
+            self.alloc_ns.min,
+            self.alloc_ns.median,
+            self.alloc_ns.max,
+            self.zone_locked_alloc_ns,
+            self.section_ns
+        )
+    }
+}
+
+/// The debugfs counters: running totals over the results since `reset`.
+pub(crate) struct Counters {
+    pub(crate) reports: [Atomic<u64>; 5],
+    pub(crate) allocs_ok: Atomic<u64>,
+    pub(crate) allocs_failed: Atomic<u64>,
+    pub(crate) cells_run: Atomic<u64>,
+    pub(crate) cells_refused: Atomic<u64>,
+}
+
+impl Counters {
+    fn new() -> Self {
+        Self {
+            reports: [const { Atomic::new(0) }; 5],
+            allocs_ok: Atomic::new(0),
+            allocs_failed: Atomic::new(0),
+            cells_run: Atomic::new(0),
+            cells_refused: Atomic::new(0),
+        }
+    }
+
+    fn add(&self, r: &CellResult) {
+        for (c, n) in self.reports.iter().zip(r.observed.reports) {
+            c.fetch_add(n, Relaxed);
+        }
+        self.allocs_ok.fetch_add(r.allocated.into(), Relaxed);
+        self.allocs_failed.fetch_add(r.failed.into(), Relaxed);
+        match r.outcome {
+            Outcome::Ran => self.cells_run.fetch_add(1, Relaxed),
+            Outcome::RefusedLowMemory => self.cells_refused.fetch_add(1, Relaxed),
+        };
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Atomic<u64>> {
+        Iterator::chain(
+            self.reports.iter(),
+            [
+                &self.allocs_ok,
+                &self.allocs_failed,
+                &self.cells_run,
+                &self.cells_refused,
+            ],
+        )
+    }
+}
+
+#[pin_data]
+pub(crate) struct State {
+    pub(crate) detector: Detector,
+    pub(crate) counters: Counters,
+    locks: Locks,
+    /// Results and counters change together under this lock.
+    #[pin]
+    pub(crate) results: Mutex<KVVec<CellResult>>,
+    /// Serializes runs and resets.
+    #[pin]
+    pub(crate) run_lock: Mutex<()>,
+    /// Set once the probes are attached: no cell runs unobserved.
+    pub(crate) ready: Atomic<bool>,
+    pub(crate) stopping: Atomic<bool>,
+}
+
+impl State {
+    pub(crate) fn new() -> Result<impl PinInit<Self, Error>> {
+        let locks = Locks {
+            raw: KBox::pin_init(sys::RawSpinLock::new(), GFP_KERNEL)?,
+            spin: KBox::pin_init(kernel::new_spinlock!(()), GFP_KERNEL)?,
+        };
+        Ok(try_pin_init!(Self {
+            detector: Detector::new(),
+            counters: Counters::new(),
+            locks,
+            results <- new_mutex!(KVVec::new()),
+            run_lock <- new_mutex!(()),
+            ready: Atomic::new(false),
+            stopping: Atomic::new(false),
+        }? Error))
+    }
+
+    /// Runs a spec; returns when all its cells ran. A single cell that was
+    /// refused is recorded and fails with `ENOMEM`; `all` records refusals
+    /// and goes on.
+    pub(crate) fn run(&self, spec: Spec) -> Result {
+        if !self.ready.load(Relaxed) {
+            pr_err!("run: the module is still attaching its tracepoint probes; try again\n");
+            return Err(EAGAIN);
+        }
+        let _serialized = self.run_lock.lock();
+        match spec {
+            Spec::One(cell) => match self.run_cell(cell)? {
+                Outcome::Ran => Ok(()),
+                Outcome::RefusedLowMemory => Err(ENOMEM),
+            },
+            Spec::All => self.run_all(|_| true),
+        }
+    }
+
+    /// Runs every case `select` accepts, in `run all` order, recording
+    /// refusals as results. Takes `run_lock` held by the caller.
+    pub(crate) fn run_all(&self, mut select: impl FnMut(&Cell) -> bool) -> Result {
+        for_each_case(|cell| {
+            if select(&cell) {
+                self.run_cell(cell)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Waits until `__might_resched()`'s once-per-HZ rate limit has expired,
+    /// so that it cannot swallow a report of the next cell.
+    fn wait_might_resched_window(&self) {
+        let hz = sys::hz();
+        while sys::jiffies().wrapping_sub(self.detector.last_sleep_report.load(Relaxed)) <= hz + 1 {
+            if self.stopping.load(Relaxed) {
+                return;
+            }
+            fsleep(Delta::from_millis(20));
+        }
+    }
+
+    fn run_cell(&self, cell: Cell) -> Result<Outcome> {
+        if self.stopping.load(Relaxed) {
+            return Err(EINTR);
+        }
+        if self.results.lock().len() >= MAX_RESULTS {
+            pr_err!(
+                "run: results hold {} cells, the most kept; read them and write 1 to reset\n",
+                MAX_RESULTS
+            );
+            return Err(ENOSPC);
+        }
+        self.wait_might_resched_window();
+        let result = match cell {
+            Cell::Alloc(a) => self.run_alloc(a)?,
+            Cell::Control { control, ctx } => self.run_control(control, ctx),
+        };
+        let outcome = result.outcome;
+        let mut results = self.results.lock();
+        results.push(result, GFP_KERNEL)?;
+        if let Some(r) = results.last() {
+            self.counters.add(r);
+        }
+        Ok(outcome)
+    }
+
+    fn run_control(&self, c: usize, ctx: usize) -> CellResult {
+        let def = &CONTROLS[c];
+        let mut r = CellResult::new(Cell::Control { control: c, ctx }, Outcome::Ran);
+        r.lockdep_before = sys::lockdep_armed();
+        self.detector.begin(CONTEXTS[ctx].hardirq);
+        let start = Instant::<Monotonic>::now();
+        (CONTEXTS[ctx].enter)(&self.locks, &mut || {
+            self.detector.body(&mut || (def.body)(&self.locks))
+        });
+        r.section_ns = start.elapsed().as_nanos() as u64;
+        r.observed = self.detector.end();
+        r.lockdep_after = sys::lockdep_armed();
+        r
+    }
+
+    fn run_alloc(&self, cell: AllocCell) -> Result<CellResult> {
+        if !Self::memory_allows(cell) {
+            return Ok(CellResult::new(
+                Cell::Alloc(cell),
+                Outcome::RefusedLowMemory,
+            ));
+        }
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut r = self.alloc_section(cell)?;
+            r.attempts = attempts;
+            if !r.migrated || attempts == PCP_ATTEMPTS || self.stopping.load(Relaxed) {
+                return Ok(r);
+            }
+        }
+    }
+
+    /// One run of an allocation cell: warm-up for `path=pcp`, then the
+    /// section, then the frees.
+    fn alloc_section(&self, cell: AllocCell) -> Result<CellResult> {
+        let def = &ALLOCATORS[cell.alloc];
+        let gfp = MASKS[cell.mask].gfp;
+        let n = cell.n as usize;
+        // Reserved before the section: nothing inside it may allocate, and
+        // no page is dropped (freed) inside it. Up to MAX_ITERATIONS
+        // entries, so kvmalloc: no large physically contiguous block.
+        let mut pages = KVVec::<sys::Pages>::with_capacity(n, GFP_KERNEL)?;
+        let mut times = KVVec::<u64>::with_capacity(n, GFP_KERNEL)?;
+        let warmed_cpu = match cell.path {
+            Path::Pcp => Some(self.warm_pcp(def, gfp, cell.order, n)?),
+            Path::ZoneLock => None,
+        };
+        let mut r = CellResult::new(Cell::Alloc(cell), Outcome::Ran);
+        let (mut iterations, mut failed) = (0u32, 0u32);
+        let mut zone_locked_alloc_ns = 0u64;
+        let (mut cpu_first, mut cpu_last) = (0u32, 0u32);
+        let mut spare = None;
+        let detector = &self.detector;
+
+        // Observation starts after the warm-up: its reports and its trips
+        // through zone->lock are not the cell's.
+        r.lockdep_before = sys::lockdep_armed();
+        detector.begin(CONTEXTS[cell.ctx].hardirq);
+        let start = Instant::<Monotonic>::now();
+        (CONTEXTS[cell.ctx].enter)(&self.locks, &mut || {
+            detector.body(&mut || {
+                cpu_first = sys::current_cpu();
+                while (iterations as usize) < n {
+                    let buddy_before = detector.buddy_events();
+                    let t0 = Instant::<Monotonic>::now();
+                    let page = (def.alloc)(gfp, cell.order);
+                    let ns = t0.elapsed().as_nanos() as u64;
+                    let _ = times.push_within_capacity(ns);
+                    if zone_locked_alloc_ns == 0 && detector.buddy_events() != buddy_before {
+                        zone_locked_alloc_ns = ns;
+                    }
+                    iterations += 1;
+                    let got = page.is_some();
+                    match page {
+                        Some(p) => {
+                            // At most `n` pages into `n` reserved slots; were
+                            // it ever full, the page waits in `spare`, to be
+                            // freed after the section like the others.
+                            if let Err(p) = pages.push_within_capacity(p) {
+                                spare = Some(p);
+                                break;
+                            }
+                        }
+                        None => failed += 1,
+                    }
+                    // The zone_lock path is driven until it has been taken,
+                    // or until the allocator refuses (it would refuse again).
+                    if cell.path == Path::ZoneLock && (detector.buddy_events() > 0 || !got) {
+                        break;
+                    }
+                }
+                cpu_last = sys::current_cpu();
+            })
+        });
+        r.section_ns = start.elapsed().as_nanos() as u64;
+        r.zone_locked_pages = detector.zone_locked.load(Relaxed);
+        r.extfrag_events = detector.extfrag.load(Relaxed);
+        r.allocated = (pages.len() + usize::from(spare.is_some())) as u32;
+        // Freed outside the section (freeing takes the same locks), while
+        // still observed: a report from freeing would be the cell's.
+        drop(pages);
+        drop(spare);
+        r.observed = detector.end();
+        r.lockdep_after = sys::lockdep_armed();
+        r.iterations = iterations;
+        r.failed = failed;
+        r.migrated = warmed_cpu.is_some_and(|w| w != cpu_first || cpu_first != cpu_last);
+        r.path = if r.zone_locked_pages + r.extfrag_events > 0 {
+            "zone_lock"
+        } else if r.allocated == 0 {
+            "none"
+        } else if cell.order > sys::PCP_MAX_ORDER {
+            "unseen"
+        } else {
+            "pcp"
+        };
+        r.alloc_ns = Stats::of(&mut times);
+        r.zone_locked_alloc_ns = zone_locked_alloc_ns;
+        Ok(r)
+    }
+
+    /// A blocking mask in an atomic context only prints a report while the
+    /// free lists can serve it; short of memory it would enter direct
+    /// reclaim (or compaction) and really sleep, with a raw lock held or in
+    /// hard irq. The allocator does neither while a zone passes its min
+    /// watermark for the order; the cell runs only if every allocation it
+    /// may make (`n` of them, whatever the path) fits above the high
+    /// watermarks with a margin, and enough free blocks of its order exist.
+    fn memory_allows(cell: AllocCell) -> bool {
+        let gfp = MASKS[cell.mask].gfp;
+        if !sys::may_block(gfp) || !CONTEXTS[cell.ctx].atomic {
+            return true;
+        }
+        let n = cell.n as usize;
+        let needed = (n << cell.order) + MARGIN_PAGES;
+        let h = sys::headroom(cell.order);
+        if h.pages >= needed && h.blocks >= n {
+            return true;
+        }
+        pr_err!(
+            "run: refusing {}: {} may enter direct reclaim and sleep inside {}; the cell may take {} blocks of order {} ({} pages, with a {} page margin), and the zones hold {} free pages above their high watermarks and {} free blocks of that order; free memory or lower n= or order=\n",
+            Cell::Alloc(cell),
+            MASKS[cell.mask].name,
+            CONTEXTS[cell.ctx].name,
+            n,
+            cell.order,
+            needed,
+            MARGIN_PAGES,
+            h.pages,
+            h.blocks
+        );
+        false
+    }
+
+    /// Leaves `n` pages of this order on this CPU's per-cpu list: allocated
+    /// and freed under a `spinlock_t`, which keeps the task on this CPU and
+    /// is a legal context for the masks `path=pcp` takes, on both flavors.
+    /// Returns that CPU.
+    fn warm_pcp(&self, def: &AllocatorDef, gfp: sys::Gfp, order: u32, n: usize) -> Result<u32> {
+        let mut pages = KVVec::<sys::Pages>::with_capacity(n, GFP_KERNEL)?;
+        let _guard = self.locks.spin.lock();
+        for _ in 0..n {
+            match (def.alloc)(gfp | sys::GFP_NOWARN, order) {
+                Some(p) => {
+                    if let Err(p) = pages.push_within_capacity(p) {
+                        drop(p);
+                    }
+                }
+                None => break,
+            }
+        }
+        drop(pages);
+        Ok(sys::current_cpu())
+    }
+
+    pub(crate) fn reset(&self) {
+        let _serialized = self.run_lock.lock();
+        let mut results = self.results.lock();
+        // Frees the memory too, not only the entries.
+        *results = KVVec::new();
+        for c in self.counters.all() {
+            c.store(0, Relaxed);
+        }
+        self.detector.unattributed.store(0, Relaxed);
+    }
+
+    /// Logs what a run of many cells found.
+    pub(crate) fn summary(&self) {
+        let results = self.results.lock();
+        let with_reports = results.iter().filter(|r| r.has_reports()).count();
+        let refused = results.iter().filter(|r| r.outcome != Outcome::Ran).count();
+        // A cell's own lockdep report is its check; only cells that started
+        // with lockdep already off went unchecked.
+        let mut unchecked = results
+            .iter()
+            .filter(|r| r.outcome == Outcome::Ran && !r.lockdep_before);
+        let first = unchecked.next();
+        let n_unchecked = first.map_or(0, |_| 1 + unchecked.count());
+        pr_info!(
+            "ran {} cells: {} with reports, {} refused, {} not checked by lockdep (started after it turned itself off){}; details in /sys/kernel/debug/rust_gfp_nolocks/results\n",
+            results.len(),
+            with_reports,
+            refused,
+            n_unchecked,
+            if first.is_some() { "; after a reboot run the first of them" } else { "" }
+        );
+        if let Some(r) = first {
+            pr_info!(
+                "first cell not checked by lockdep: echo '{}' > run\n",
+                r.cell
+            );
+        }
+    }
+}

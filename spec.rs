@@ -1,0 +1,279 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Specs: the grammar `run` takes and `cases` lists, and the order of
+//! `run all`.
+
+use crate::sys;
+use crate::tables::{context_index, ALLOCATORS, CONTEXTS, CONTROLS, MASKS};
+use core::fmt;
+use kernel::prelude::*;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Path {
+    /// Allocate until the allocator provably went through `zone->lock`.
+    ZoneLock,
+    /// Warm this CPU's per-cpu list first, so the section is served from it.
+    Pcp,
+}
+
+impl Path {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Path::ZoneLock => "zone_lock",
+            Path::Pcp => "pcp",
+        }
+    }
+}
+
+/// Most allocations one cell makes: enough to drain a per-cpu list.
+pub(crate) const MAX_ITERATIONS: u32 = 8192;
+const DEFAULT_ZONE_LOCK_ITERATIONS: u32 = 4096;
+const DEFAULT_PCP_ITERATIONS: u32 = 16;
+/// Longest spec `run` accepts, in bytes.
+pub(crate) const MAX_SPEC_LEN: usize = 256;
+
+#[derive(Clone, Copy)]
+pub(crate) struct AllocCell {
+    pub(crate) ctx: usize,
+    pub(crate) alloc: usize,
+    pub(crate) mask: usize,
+    pub(crate) order: u32,
+    pub(crate) path: Path,
+    pub(crate) n: u32,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum Cell {
+    Alloc(AllocCell),
+    /// A row of `CONTROLS`, and its context resolved in `CONTEXTS`.
+    Control {
+        control: usize,
+        ctx: usize,
+    },
+}
+
+impl Cell {
+    pub(crate) fn context(&self) -> usize {
+        match self {
+            Cell::Alloc(a) => a.ctx,
+            Cell::Control { ctx, .. } => *ctx,
+        }
+    }
+}
+
+impl fmt::Display for Cell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cell::Alloc(a) => write!(
+                f,
+                "ctx={} alloc={} gfp={} order={} path={} n={}",
+                CONTEXTS[a.ctx].name,
+                ALLOCATORS[a.alloc].name,
+                MASKS[a.mask].name,
+                a.order,
+                a.path.name(),
+                a.n
+            ),
+            Cell::Control { control, .. } => write!(f, "control={}", CONTROLS[*control].name),
+        }
+    }
+}
+
+/// For `pr_*!`, which format through the kernel's own `Display`.
+impl kernel::fmt::Display for Cell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+pub(crate) enum Spec {
+    One(Cell),
+    All,
+}
+
+/// Parses a spec; on error, logs one `pr_err` naming the offending token.
+pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
+    let bad = |what: fmt::Arguments<'_>| {
+        pr_err!(
+            "run: {}; nothing was run (the cases file lists valid specs)\n",
+            what
+        );
+        EINVAL
+    };
+    let text =
+        core::str::from_utf8(input).map_err(|_| bad(format_args!("spec is not UTF-8 text")))?;
+    if let Some(c) = text
+        .chars()
+        .find(|c| c.is_control() && !c.is_ascii_whitespace())
+    {
+        return Err(bad(format_args!(
+            "control character {:#x} in spec",
+            c as u32
+        )));
+    }
+    let mut tokens = text.split_ascii_whitespace().peekable();
+    let first = tokens
+        .peek()
+        .copied()
+        .ok_or_else(|| bad(format_args!("empty spec")))?;
+    if first == "all" {
+        tokens.next();
+        return match tokens.next() {
+            None => Ok(Spec::All),
+            Some(t) => Err(bad(format_args!("trailing token '{}' after 'all'", t))),
+        };
+    }
+    let (mut ctx, mut alloc, mut mask, mut order, mut path, mut n, mut control) =
+        (None, None, None, None, None, None, None);
+    for token in tokens {
+        let (key, value) = token
+            .split_once('=')
+            .ok_or_else(|| bad(format_args!("token '{}' is not key=value", token)))?;
+        let number = |max: u32| -> Result<u32> {
+            match value.parse::<u32>() {
+                Ok(v) if v <= max => Ok(v),
+                _ => Err(bad(format_args!(
+                    "'{}' needs a number up to {}",
+                    token, max
+                ))),
+            }
+        };
+        let find = |names: &mut dyn Iterator<Item = &'static str>, what: &str| {
+            for (i, name) in names.enumerate() {
+                if name == value {
+                    return Ok(i);
+                }
+            }
+            Err(bad(format_args!(
+                "unknown {} '{}' in '{}'",
+                what, value, token
+            )))
+        };
+        let slot_taken = match key {
+            "ctx" => ctx
+                .replace(find(&mut CONTEXTS.iter().map(|c| c.name), "context")?)
+                .is_some(),
+            "alloc" => alloc
+                .replace(find(&mut ALLOCATORS.iter().map(|a| a.name), "allocator")?)
+                .is_some(),
+            "gfp" => mask
+                .replace(find(&mut MASKS.iter().map(|m| m.name), "GFP mask")?)
+                .is_some(),
+            "control" => control
+                .replace(find(&mut CONTROLS.iter().map(|c| c.name), "control")?)
+                .is_some(),
+            "order" => order.replace(number(sys::MAX_ORDER)?).is_some(),
+            "n" => n.replace(number(MAX_ITERATIONS)?).is_some(),
+            "path" => path
+                .replace(match value {
+                    "zone_lock" => Path::ZoneLock,
+                    "pcp" => Path::Pcp,
+                    _ => {
+                        return Err(bad(format_args!(
+                            "unknown path '{}': use zone_lock or pcp",
+                            value
+                        )))
+                    }
+                })
+                .is_some(),
+            _ => return Err(bad(format_args!("unknown key '{}' in '{}'", key, token))),
+        };
+        if slot_taken {
+            return Err(bad(format_args!("key '{}' given twice", key)));
+        }
+    }
+    if let Some(c) = control {
+        if ctx.or(alloc).or(mask).is_some() || order.or(n).is_some() || path.is_some() {
+            return Err(bad(format_args!(
+                "control={} takes no other key",
+                CONTROLS[c].name
+            )));
+        }
+        // A control whose context this kernel lacks (preempt_disable without
+        // CONFIG_DEBUG_PREEMPT) must not run somewhere else instead.
+        let ctx = context_index(CONTROLS[c].context).ok_or_else(|| {
+            bad(format_args!(
+                "control={} runs in {}, which this kernel lacks",
+                CONTROLS[c].name, CONTROLS[c].context
+            ))
+        })?;
+        return Ok(Spec::One(Cell::Control { control: c, ctx }));
+    }
+    let ctx = ctx.ok_or_else(|| bad(format_args!("missing ctx=")))?;
+    let alloc = alloc.ok_or_else(|| bad(format_args!("missing alloc=")))?;
+    let mask = mask.ok_or_else(|| bad(format_args!("missing gfp=")))?;
+    let def = &ALLOCATORS[alloc];
+    if !(def.accepts)(MASKS[mask].gfp) {
+        return Err(bad(format_args!(
+            "{} does not take gfp={}",
+            def.name, MASKS[mask].name
+        )));
+    }
+    let order = match order {
+        Some(o) if def.order_fixed && o != def.default_order => {
+            return Err(bad(format_args!(
+                "{} has order {} only, not {}",
+                def.name, def.default_order, o
+            )))
+        }
+        Some(o) => o,
+        None => def.default_order,
+    };
+    let path = path.unwrap_or(Path::ZoneLock);
+    // The warm-up allocates with the cell's mask under a spinlock_t: a mask
+    // that may enter direct reclaim would sleep there for real.
+    if path == Path::Pcp && sys::may_block(MASKS[mask].gfp) {
+        return Err(bad(format_args!(
+            "path=pcp takes no mask with __GFP_DIRECT_RECLAIM (gfp={}): its warm-up allocates under a spinlock_t",
+            MASKS[mask].name
+        )));
+    }
+    if path == Path::Pcp && order > sys::PCP_MAX_ORDER {
+        return Err(bad(format_args!(
+            "order {} is never served by the per-cpu lists (max {})",
+            order,
+            sys::PCP_MAX_ORDER
+        )));
+    }
+    let n = match n {
+        Some(0) => return Err(bad(format_args!("n=0 runs nothing"))),
+        Some(n) => n,
+        None if path == Path::Pcp => DEFAULT_PCP_ITERATIONS,
+        None => DEFAULT_ZONE_LOCK_ITERATIONS,
+    };
+    Ok(Spec::One(Cell::Alloc(AllocCell {
+        ctx,
+        alloc,
+        mask,
+        order,
+        path,
+        n,
+    })))
+}
+
+/// Every cell this kernel can run with default parameters, in `run all` order:
+/// rows by increasing atomicity, the controls (which splat on purpose) last.
+pub(crate) fn for_each_case(mut f: impl FnMut(Cell) -> Result) -> Result {
+    for ctx in 0..CONTEXTS.len() {
+        for (alloc, def) in ALLOCATORS.iter().enumerate() {
+            for (mask, m) in MASKS.iter().enumerate() {
+                if (def.accepts)(m.gfp) {
+                    f(Cell::Alloc(AllocCell {
+                        ctx,
+                        alloc,
+                        mask,
+                        order: def.default_order,
+                        path: Path::ZoneLock,
+                        n: DEFAULT_ZONE_LOCK_ITERATIONS,
+                    }))?;
+                }
+            }
+        }
+    }
+    for (control, def) in CONTROLS.iter().enumerate() {
+        if let Some(ctx) = context_index(def.context) {
+            f(Cell::Control { control, ctx })?;
+        }
+    }
+    Ok(())
+}

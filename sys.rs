@@ -1,0 +1,485 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The FFI corner: the few kernel primitives the kernel crate has no
+//! abstraction for, each wrapped once here so that the rest of the crate is
+//! safe code. The only `unsafe` elsewhere is the tracepoint probes in
+//! `detector.rs` getting their data pointer back.
+
+use core::ffi::{c_char, c_int, c_uint, c_void};
+use core::num::NonZeroUsize;
+use core::ptr::NonNull;
+use kernel::{bindings, prelude::*, types::Opaque};
+
+pub(crate) type Gfp = bindings::gfp_t;
+
+pub(crate) const GFP_KERNEL: Gfp = bindings::GFP_KERNEL;
+pub(crate) const GFP_NOWAIT: Gfp = bindings::GFP_NOWAIT;
+pub(crate) const GFP_ATOMIC: Gfp = bindings::GFP_ATOMIC;
+pub(crate) const GFP_HIGH: Gfp = 1 << bindings::___GFP_HIGH_BIT;
+pub(crate) const GFP_NOWARN: Gfp = bindings::__GFP_NOWARN;
+/// Highest order the per-cpu lists serve (`PAGE_ALLOC_COSTLY_ORDER`; with
+/// THP the PMD order too, which the test kernels do not have).
+pub(crate) const PCP_MAX_ORDER: u32 = bindings::PAGE_ALLOC_COSTLY_ORDER;
+pub(crate) const MAX_ORDER: u32 = bindings::MAX_PAGE_ORDER;
+
+/// `raw_spinlock_t` with a lockdep class of its own.
+#[pin_data]
+pub(crate) struct RawSpinLock {
+    #[pin]
+    lock: Opaque<bindings::raw_spinlock_t>,
+}
+
+// SAFETY: A `raw_spinlock_t` is designed to be locked from any thread.
+unsafe impl Send for RawSpinLock {}
+// SAFETY: A `raw_spinlock_t` is designed to be shared between threads.
+unsafe impl Sync for RawSpinLock {}
+
+impl RawSpinLock {
+    pub(crate) fn new() -> impl PinInit<Self> {
+        let key = kernel::static_lock_class!();
+        pin_init!(Self {
+            // SAFETY: `slot` is valid for writes; the name and the class key
+            // are static, as lockdep requires.
+            lock <- Opaque::ffi_init(|slot| unsafe {
+                bindings::__raw_spin_lock_init(
+                    slot,
+                    c"rust_gfp_nolocks_raw".as_char_ptr(),
+                    key.as_ptr(),
+                    bindings::lockdep_wait_type_LD_WAIT_SPIN as i16,
+                )
+            }),
+        })
+    }
+
+    /// Runs `f` with the lock held (`raw_spin_lock()`).
+    pub(crate) fn with(&self, f: &mut dyn FnMut()) {
+        // SAFETY: The lock was initialised by `new` and lives as long as `self`.
+        unsafe { bindings::_raw_spin_lock(self.lock.get()) };
+        f();
+        // SAFETY: Taken just above, on this CPU, with preemption still off.
+        unsafe { bindings::_raw_spin_unlock(self.lock.get()) };
+    }
+
+    /// Runs `f` with the lock held and interrupts off (`raw_spin_lock_irqsave()`).
+    pub(crate) fn with_irqsave(&self, f: &mut dyn FnMut()) {
+        // SAFETY: As in `with`.
+        let flags = unsafe { bindings::_raw_spin_lock_irqsave(self.lock.get()) };
+        f();
+        // SAFETY: Taken just above; `flags` is what the lock call returned.
+        unsafe { bindings::_raw_spin_unlock_irqrestore(self.lock.get(), flags) };
+    }
+}
+
+/// Runs `f` between `preempt_disable()` and `preempt_enable_no_resched()`.
+///
+/// The exported `preempt_count_add()` exists with `CONFIG_DEBUG_PREEMPT`
+/// or `CONFIG_TRACE_PREEMPT_TOGGLE` only; elsewhere the context is absent.
+/// A reschedule requested inside `f` waits for the next preemption point.
+#[cfg(any(CONFIG_DEBUG_PREEMPT, CONFIG_TRACE_PREEMPT_TOGGLE))]
+pub(crate) fn with_preempt_disabled(f: &mut dyn FnMut()) {
+    // SAFETY: Balanced by the `preempt_count_sub()` below on the same task.
+    unsafe { bindings::preempt_count_add(1) };
+    f();
+    // SAFETY: Balances the `preempt_count_add()` above.
+    unsafe { bindings::preempt_count_sub(1) };
+}
+
+/// Whether lockdep still checks anything (`debug_locks`): lockdep turns
+/// itself off after its first report.
+pub(crate) fn lockdep_armed() -> bool {
+    // SAFETY: `debug_locks` is a plain int the kernel only ever sets to 0;
+    // a racy read is what the kernel itself does.
+    unsafe { core::ptr::read_volatile(&raw const bindings::debug_locks) != 0 }
+}
+
+pub(crate) fn jiffies() -> usize {
+    // SAFETY: `jiffies` is always readable; it is updated atomically.
+    unsafe { core::ptr::read_volatile(&raw const bindings::jiffies) as usize }
+}
+
+/// Whether a mask may enter direct reclaim, i.e. really sleep
+/// (`gfpflags_allow_blocking()`).
+pub(crate) fn may_block(gfp: Gfp) -> bool {
+    gfp & (1 << bindings::___GFP_DIRECT_RECLAIM_BIT) != 0
+}
+
+/// Whether the kernel carries TAINT_WARN (set by every WARN and every
+/// "sleeping function called from invalid context" report).
+pub(crate) fn warn_tainted() -> bool {
+    // SAFETY: Reads one bit of the taint mask.
+    unsafe { bindings::test_taint(bindings::TAINT_WARN) != 0 }
+}
+
+pub(crate) fn hz() -> usize {
+    kernel::time::msecs_to_jiffies(1000) as usize
+}
+
+pub(crate) fn current_task() -> usize {
+    kernel::task::Task::current_raw() as usize
+}
+
+pub(crate) fn current_cpu() -> u32 {
+    kernel::cpu::CpuId::current().as_u32()
+}
+
+// ---------------------------------------------------------------------------
+// Pages: owned, freed once, on drop.
+// ---------------------------------------------------------------------------
+
+/// How the allocator handed the pages out, which decides how they are freed.
+enum Handle {
+    /// From `__get_free_pages()`: a kernel virtual address.
+    Addr(NonZeroUsize),
+    /// From `alloc_pages_nolock()`: a `struct page`.
+    Page(NonNull<bindings::page>),
+}
+
+/// Pages of one allocation, owned: dropping the value frees them, so safe
+/// code can neither free them twice nor free them with the wrong order.
+/// Neither `Copy` nor `Clone`. Freeing takes the allocator's locks: drop
+/// these outside the atomic section (the runner keeps them in a vector
+/// reserved beforehand and drops it after the section).
+pub(crate) struct Pages {
+    handle: Handle,
+    order: u32,
+}
+
+impl Drop for Pages {
+    fn drop(&mut self) {
+        match self.handle {
+            // SAFETY: `addr` came from `get_free_pages_noprof()` with
+            // `self.order` and this value owns it; drop runs once.
+            Handle::Addr(addr) => unsafe {
+                bindings::free_pages(addr.get() as kernel::ffi::c_ulong, self.order)
+            },
+            // SAFETY: `page` came from `alloc_pages_nolock_noprof()` with
+            // `self.order` and this value owns it; drop runs once.
+            Handle::Page(page) => unsafe { bindings::__free_pages(page.as_ptr(), self.order) },
+        }
+    }
+}
+
+pub(crate) fn get_free_pages(gfp: Gfp, order: u32) -> Option<Pages> {
+    // SAFETY: Any mask and any order up to `MAX_ORDER` (checked by the
+    // spec parser) are valid arguments; failure returns 0.
+    let addr = unsafe { bindings::get_free_pages_noprof(gfp, order) };
+    Some(Pages {
+        handle: Handle::Addr(NonZeroUsize::new(addr as usize)?),
+        order,
+    })
+}
+
+#[cfg(have_alloc_pages_nolock)]
+pub(crate) fn alloc_pages_nolock(gfp: Gfp, order: u32) -> Option<Pages> {
+    // SAFETY: Callable from any context, by design; returns NULL rather
+    // than spinning or sleeping.
+    let page = unsafe { bindings::alloc_pages_nolock_noprof(gfp, bindings::NUMA_NO_NODE, order) };
+    Some(Pages {
+        handle: Handle::Page(NonNull::new(page)?),
+        order,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Free memory against the zone watermarks.
+// ---------------------------------------------------------------------------
+
+/// What the zones a `GFP_KERNEL` allocation may use can give without
+/// reclaim, by the watermarks `get_page_from_freelist()` checks.
+pub(crate) struct Headroom {
+    /// Free pages above each zone's high watermark (boost included) plus
+    /// its lowmem reserve for `ZONE_NORMAL` allocations, summed.
+    pub(crate) pages: usize,
+    /// Free blocks of the asked order: `2^(o - order)` for each free block
+    /// of order `o >= order` in the buddy lists.
+    pub(crate) blocks: usize,
+}
+
+/// Adds one zone's headroom.
+///
+/// # Safety
+///
+/// `zone` must point to a zone of a live node. Its counters are read with
+/// volatile loads, racing with the allocator as `/proc/zoneinfo` does.
+unsafe fn add_zone(zone: *const bindings::zone, order: u32, into: &mut Headroom) {
+    // SAFETY: `zone` is live (caller); each load reads one word.
+    let (high, boost, reserve, free) = unsafe {
+        (
+            core::ptr::read_volatile(
+                &raw const (*zone)._watermark[bindings::zone_watermarks_WMARK_HIGH as usize],
+            ),
+            core::ptr::read_volatile(&raw const (*zone).watermark_boost),
+            core::ptr::read_volatile(
+                &raw const (*zone).lowmem_reserve[bindings::zone_type_ZONE_NORMAL as usize],
+            ),
+            core::ptr::read_volatile(
+                &raw const (*zone).vm_stat[bindings::zone_stat_item_NR_FREE_PAGES as usize].counter,
+            ),
+        )
+    };
+    let mark = high + boost + usize::try_from(reserve).unwrap_or(0);
+    into.pages += usize::try_from(free).unwrap_or(0).saturating_sub(mark);
+    for o in order as usize..bindings::NR_PAGE_ORDERS as usize {
+        // SAFETY: As above; `o` is below NR_PAGE_ORDERS.
+        let nr_free = unsafe { core::ptr::read_volatile(&raw const (*zone).free_area[o].nr_free) };
+        into.blocks = into
+            .blocks
+            .saturating_add((nr_free as usize) << (o - order as usize));
+    }
+}
+
+/// Adds the zones of one node that a `GFP_KERNEL` allocation may use:
+/// `ZONE_NORMAL` and the zones below it.
+///
+/// # Safety
+///
+/// `node` must point to a live node (nodes are never freed).
+unsafe fn add_node(node: *const bindings::pglist_data, order: u32, into: &mut Headroom) {
+    for z in 0..=bindings::zone_type_ZONE_NORMAL as usize {
+        // SAFETY: `z` indexes `node_zones`; the node is live (caller).
+        unsafe { add_zone(&raw const (*node).node_zones[z], order, into) };
+    }
+}
+
+/// Reads the counters of every node's zones: a snapshot, racing with the
+/// allocator as `/proc/zoneinfo` does, which the caller's margin covers.
+pub(crate) fn headroom(order: u32) -> Headroom {
+    let mut h = Headroom {
+        pages: 0,
+        blocks: 0,
+    };
+    #[cfg(not(CONFIG_NUMA))]
+    // SAFETY: `contig_page_data` is the one node of a !NUMA kernel, live
+    // for the whole uptime.
+    unsafe {
+        add_node(&raw const bindings::contig_page_data, order, &mut h)
+    };
+    #[cfg(CONFIG_NUMA)]
+    {
+        extern "C" {
+            static node_data: [*mut bindings::pglist_data; 0];
+        }
+        // SAFETY: `nr_node_ids` is set at boot and never changes.
+        let nodes = unsafe { bindings::nr_node_ids } as usize;
+        for nid in 0..nodes {
+            // SAFETY: `node_data` has `nr_node_ids` entries; an entry is NULL
+            // or a node that is never freed.
+            let node = unsafe {
+                *(&raw const node_data)
+                    .cast::<*mut bindings::pglist_data>()
+                    .add(nid)
+            };
+            if !node.is_null() {
+                // SAFETY: A live node, checked non-NULL just above.
+                unsafe { add_node(node, order, &mut h) };
+            }
+        }
+    }
+    h
+}
+
+// ---------------------------------------------------------------------------
+// Which context printed: task, softirq, hard irq or NMI.
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExecContext {
+    Task,
+    Softirq,
+    Hardirq,
+    Nmi,
+}
+
+/// The context this CPU runs in, from `preempt_count()` (as `in_nmi()`,
+/// `in_hardirq()` and `in_serving_softirq()` read it). Call it with
+/// preemption off, as tracepoint probes run, or the count read may be
+/// another CPU's.
+///
+/// x86 keeps the count in the per-cpu `__preempt_count` (exported); other
+/// architectures keep it in `thread_info`, which this module does not
+/// read: there every context counts as `Task`.
+pub(crate) fn exec_context() -> ExecContext {
+    #[cfg(CONFIG_X86)]
+    {
+        extern "C" {
+            static __preempt_count: c_uint;
+        }
+        let cpu = current_cpu() as usize;
+        // SAFETY: `__per_cpu_offset` has an entry for every possible CPU and
+        // `cpu` is the one we run on; `per_cpu_ptr()` is this sum. The low
+        // 32 bits of the count hold every context field (little endian).
+        let count = unsafe {
+            let base = (&raw const __preempt_count) as usize;
+            let ptr = base.wrapping_add(bindings::__per_cpu_offset[cpu]);
+            core::ptr::read_volatile(ptr as *const u32)
+        };
+        let nmi_mask = u32::MAX << bindings::NMI_SHIFT;
+        let hardirq_mask = ((1u32 << bindings::HARDIRQ_BITS) - 1) << bindings::HARDIRQ_SHIFT;
+        let softirq_offset = 1u32 << bindings::SOFTIRQ_SHIFT;
+        // Without separate resched bits the top bit is PREEMPT_NEED_RESCHED.
+        #[cfg(not(CONFIG_HAS_SEPARATE_PREEMPT_RESCHED_BITS))]
+        let nmi_mask = nmi_mask & !(1 << 31);
+        if count & nmi_mask != 0 {
+            ExecContext::Nmi
+        } else if count & hardirq_mask != 0 {
+            ExecContext::Hardirq
+        } else if count & softirq_offset != 0 {
+            ExecContext::Softirq
+        } else {
+            ExecContext::Task
+        }
+    }
+    #[cfg(not(CONFIG_X86))]
+    ExecContext::Task
+}
+
+// ---------------------------------------------------------------------------
+// Hard interrupt context on this CPU.
+// ---------------------------------------------------------------------------
+
+/// Runs `f` in hard interrupt context on this CPU: an `irq_work` with
+/// `IRQ_WORK_HARD_IRQ`, which stays in hard irq on PREEMPT_RT too.
+#[repr(C)]
+struct HardIrqCall<'a> {
+    work: bindings::irq_work,
+    f: &'a mut dyn FnMut(),
+}
+
+/// # Safety
+///
+/// `work` must be the `work` field of a live `HardIrqCall`.
+unsafe extern "C" fn hardirq_trampoline(work: *mut bindings::irq_work) {
+    // SAFETY: `work` is the first field of the `HardIrqCall` queued by
+    // `in_hardirq`, which waits for this function to return.
+    let call = unsafe { &mut *work.cast::<HardIrqCall<'_>>() };
+    (call.f)();
+}
+
+/// Runs `f` in a hard interrupt and returns once it has run. Who is
+/// `current` while it runs does not matter: the detector attributes what
+/// the handler prints by CPU and context, not by task.
+pub(crate) fn in_hardirq(f: &mut dyn FnMut()) {
+    let mut call = HardIrqCall {
+        // SAFETY: An all-zero `irq_work` is an idle, unqueued one.
+        work: unsafe { core::mem::zeroed() },
+        f,
+    };
+    call.work.node.__bindgen_anon_1.u_flags = bindings::IRQ_WORK_HARD_IRQ as c_uint;
+    call.work.func = Some(hardirq_trampoline);
+    let work = &raw mut call.work;
+    // SAFETY: `work` is initialised and stays alive until `irq_work_sync()`
+    // has returned; the hard-irq work is waited for by spinning, in process
+    // context with interrupts on.
+    unsafe {
+        bindings::irq_work_queue(work);
+        bindings::irq_work_sync(work);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tracepoint probes.
+// ---------------------------------------------------------------------------
+
+/// A probe attached to a kernel tracepoint, found by name; detached on drop.
+pub(crate) struct Probe {
+    tp: *mut bindings::tracepoint,
+    func: *mut c_void,
+    data: *mut c_void,
+}
+
+// SAFETY: The registration is a pair of pointers the kernel keeps; it may
+// be dropped from any thread.
+unsafe impl Send for Probe {}
+// SAFETY: `Probe` has no `&self` methods.
+unsafe impl Sync for Probe {}
+
+struct Lookup {
+    name: &'static CStr,
+    found: *mut bindings::tracepoint,
+}
+
+/// # Safety
+///
+/// `tp` must be a valid tracepoint and `priv_` a live `Lookup`.
+unsafe extern "C" fn match_tracepoint(tp: *mut bindings::tracepoint, priv_: *mut c_void) {
+    // SAFETY: `priv_` is the `Lookup` passed by `Probe::attach`, alive for
+    // the whole iteration; `tp` is a valid builtin tracepoint.
+    let (lookup, name) = unsafe {
+        (
+            &mut *priv_.cast::<Lookup>(),
+            CStr::from_char_ptr((*tp).name),
+        )
+    };
+    if name == lookup.name {
+        lookup.found = tp;
+    }
+}
+
+impl Probe {
+    /// Attaches `func` to the builtin tracepoint `name`, with `data` as
+    /// its first argument.
+    ///
+    /// # Safety
+    ///
+    /// `func` must have the tracepoint's probe signature, and `data` must
+    /// stay valid until the returned `Probe` is dropped.
+    pub(crate) unsafe fn attach(
+        name: &'static CStr,
+        func: *mut c_void,
+        data: *const c_void,
+    ) -> Result<Self> {
+        let mut lookup = Lookup {
+            name,
+            found: core::ptr::null_mut(),
+        };
+        // SAFETY: The callback only reads the tracepoint and writes `lookup`.
+        unsafe {
+            bindings::for_each_kernel_tracepoint(Some(match_tracepoint), (&raw mut lookup).cast())
+        };
+        if lookup.found.is_null() {
+            return Err(ENOENT);
+        }
+        let data = data.cast_mut();
+        // SAFETY: The caller guarantees the signature and the lifetime of `data`.
+        kernel::error::to_result(unsafe {
+            bindings::tracepoint_probe_register(lookup.found, func, data)
+        })?;
+        Ok(Self {
+            tp: lookup.found,
+            func,
+            data,
+        })
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        // SAFETY: Registered by `attach` with exactly these arguments.
+        unsafe { bindings::tracepoint_probe_unregister(self.tp, self.func, self.data) };
+        // Wait for probes still running on other CPUs, so that `data`
+        // may be freed after this (tracepoint_synchronize_unregister()).
+        // SAFETY: Both only wait.
+        unsafe {
+            bindings::synchronize_srcu(&raw mut bindings::tracepoint_srcu);
+            bindings::synchronize_rcu();
+        }
+    }
+}
+
+/// `const char *`, `size_t` of the `console` tracepoint, as bytes.
+///
+/// # Safety
+///
+/// `text` must point to `len` readable bytes for the returned lifetime.
+pub(crate) unsafe fn console_text<'a>(text: *const c_char, len: usize) -> &'a [u8] {
+    // SAFETY: Guaranteed by the caller.
+    unsafe { core::slice::from_raw_parts(text.cast(), len) }
+}
+
+pub(crate) type ConsoleProbeFn = unsafe extern "C" fn(*mut c_void, *const c_char, usize);
+/// `mm_page_alloc_zone_locked(page, order, migratetype, percpu_refill)`.
+pub(crate) type ZoneLockedProbeFn =
+    unsafe extern "C" fn(*mut c_void, *mut bindings::page, c_uint, c_int, c_int);
+/// `mm_page_alloc_extfrag(page, alloc_order, fallback_order, alloc_mt, fallback_mt)`.
+pub(crate) type ExtfragProbeFn =
+    unsafe extern "C" fn(*mut c_void, *mut bindings::page, c_int, c_int, c_int, c_int);

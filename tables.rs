@@ -1,0 +1,187 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The tables: contexts, GFP masks, allocators and controls. Each entry is
+//! one line; the spec grammar, `cases`, `run all` and autorun follow them.
+
+use crate::sys;
+use kernel::{
+    interrupt,
+    prelude::*,
+    sync::{rcu, SpinLock},
+};
+
+/// Locks a context may take; owned by the module state.
+pub(crate) struct Locks {
+    pub(crate) raw: Pin<KBox<sys::RawSpinLock>>,
+    pub(crate) spin: Pin<KBox<SpinLock<()>>>,
+}
+
+pub(crate) struct ContextDef {
+    pub(crate) name: &'static str,
+    /// Whether the body runs in an atomic section (everything but `process`).
+    pub(crate) atomic: bool,
+    /// Whether the body runs in hard interrupt context: the detector then
+    /// attributes reports by CPU and context instead of by task.
+    pub(crate) hardirq: bool,
+    /// Runs the body inside the context and leaves it, restoring all state.
+    pub(crate) enter: fn(&Locks, &mut dyn FnMut()),
+}
+
+/// An atomic context run by the cell's task: `enter` opens the section.
+const fn context(name: &'static str, enter: fn(&Locks, &mut dyn FnMut())) -> ContextDef {
+    ContextDef {
+        name,
+        atomic: true,
+        hardirq: false,
+        enter,
+    }
+}
+
+/// The baseline: the body runs as it is, in process context.
+const fn no_section(name: &'static str) -> ContextDef {
+    ContextDef {
+        name,
+        atomic: false,
+        hardirq: false,
+        enter: |_, f| f(),
+    }
+}
+
+/// The body runs in a hard interrupt handler.
+const fn hard_interrupt(name: &'static str, enter: fn(&Locks, &mut dyn FnMut())) -> ContextDef {
+    ContextDef {
+        name,
+        atomic: true,
+        hardirq: true,
+        enter,
+    }
+}
+
+/// Outer contexts, in order of increasing atomicity (the rows of the table).
+pub(crate) const CONTEXTS: &[ContextDef] = &[
+    no_section("process"),
+    context("rcu_read_lock", in_rcu_read_lock),
+    context("spin_lock", in_spin_lock),
+    #[cfg(any(CONFIG_DEBUG_PREEMPT, CONFIG_TRACE_PREEMPT_TOGGLE))]
+    context("preempt_disable", |_, f| sys::with_preempt_disabled(f)),
+    context("local_irq_disable", in_local_irq_disable),
+    context("raw_spin_lock", |l, f| l.raw.with(f)),
+    context("raw_spin_lock_irqsave", |l, f| l.raw.with_irqsave(f)),
+    hard_interrupt("hardirq", |_, f| sys::in_hardirq(f)),
+];
+
+fn in_rcu_read_lock(_: &Locks, f: &mut dyn FnMut()) {
+    let _guard = rcu::read_lock();
+    f();
+}
+
+fn in_spin_lock(locks: &Locks, f: &mut dyn FnMut()) {
+    let _guard = locks.spin.lock();
+    f();
+}
+
+/// `local_interrupt_disable()` is `local_irq_save()` plus a nesting count in
+/// preempt_count; `irqs_disabled()`, what the allocator and
+/// `__might_resched()` test, is true either way.
+fn in_local_irq_disable(_: &Locks, f: &mut dyn FnMut()) {
+    let _guard = interrupt::local_interrupt_disable();
+    f();
+}
+
+pub(crate) struct MaskDef {
+    pub(crate) name: &'static str,
+    pub(crate) gfp: sys::Gfp,
+}
+
+const fn mask(name: &'static str, gfp: sys::Gfp) -> MaskDef {
+    MaskDef { name, gfp }
+}
+
+/// GFP masks, named as in the kernel. `0` and `__GFP_HIGH` have no
+/// `__GFP_KSWAPD_RECLAIM`: no kswapd wakeup, as argued in the 2020
+/// `__GFP_NO_LOCKS` thread; `GFP_NOWAIT` and `GFP_ATOMIC` have it.
+pub(crate) const MASKS: &[MaskDef] = &[
+    mask("GFP_KERNEL", sys::GFP_KERNEL),
+    mask("GFP_NOWAIT", sys::GFP_NOWAIT),
+    mask("GFP_ATOMIC", sys::GFP_ATOMIC),
+    mask("0", 0),
+    mask("__GFP_HIGH", sys::GFP_HIGH),
+    mask("GFP_ATOMIC|__GFP_NOWARN", sys::GFP_ATOMIC | sys::GFP_NOWARN),
+];
+
+pub(crate) type AllocFn = fn(sys::Gfp, u32) -> Option<sys::Pages>;
+
+pub(crate) struct AllocatorDef {
+    pub(crate) name: &'static str,
+    /// Order used when the spec gives none.
+    pub(crate) default_order: u32,
+    /// Whether the spec may choose another order.
+    pub(crate) order_fixed: bool,
+    /// Masks the module passes to this allocator.
+    pub(crate) accepts: fn(sys::Gfp) -> bool,
+    pub(crate) alloc: AllocFn,
+}
+
+const fn allocator(
+    name: &'static str,
+    order: u32,
+    fixed: bool,
+    accepts: fn(sys::Gfp) -> bool,
+    alloc: AllocFn,
+) -> AllocatorDef {
+    AllocatorDef {
+        name,
+        default_order: order,
+        order_fixed: fixed,
+        accepts,
+        alloc,
+    }
+}
+
+/// Allocators. `get_free_pages` defaults to order 4, above
+/// PAGE_ALLOC_COSTLY_ORDER: never served by the per-cpu lists.
+/// `alloc_pages_nolock()` is run with `0` only, its documented mask; the
+/// kernel also accepts `__GFP_ACCOUNT` and a few modifiers, which this
+/// table does not test.
+///
+/// One line per allocator: name, default order, order fixed, masks accepted, call.
+#[rustfmt::skip]
+pub(crate) const ALLOCATORS: &[AllocatorDef] = &[
+    #[cfg(have_alloc_pages_nolock)]
+    allocator("alloc_pages_nolock", 0, false, |gfp| gfp == 0, sys::alloc_pages_nolock),
+    allocator("get_free_page", 0, true, |_| true, sys::get_free_pages),
+    allocator("get_free_pages", 4, false, |_| true, sys::get_free_pages),
+];
+
+pub(crate) struct ControlDef {
+    pub(crate) name: &'static str,
+    /// Context the control's body runs in (a row of `CONTEXTS`).
+    pub(crate) context: &'static str,
+    pub(crate) body: fn(&Locks),
+}
+
+const fn control(name: &'static str, context: &'static str, body: fn(&Locks)) -> ControlDef {
+    ControlDef {
+        name,
+        context,
+        body,
+    }
+}
+
+/// Cells that prove the detector works, each with one known outcome: nothing;
+/// invalid wait context (spinlock_t under raw_spinlock_t); sleeping in atomic.
+pub(crate) const CONTROLS: &[ControlDef] = &[
+    control("empty", "raw_spin_lock", |_| {}),
+    control("spin_lock_under_raw_spin_lock", "raw_spin_lock", |l| {
+        drop(l.spin.lock())
+    }),
+    control(
+        "might_sleep_under_preempt_disable",
+        "preempt_disable",
+        |_| kernel::task::might_sleep(),
+    ),
+];
+
+pub(crate) fn context_index(name: &str) -> Option<usize> {
+    CONTEXTS.iter().position(|c| c.name == name)
+}
