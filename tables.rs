@@ -169,7 +169,9 @@ const fn control(name: &'static str, context: &'static str, body: fn(&Locks)) ->
 }
 
 /// Cells that prove the detector works, each with one known outcome: nothing;
-/// invalid wait context (spinlock_t under raw_spinlock_t); sleeping in atomic.
+/// invalid wait context (spinlock_t under raw_spinlock_t); sleeping in
+/// atomic; and a report printed by an interrupt on the cell's CPU while the
+/// cell's task is `current` there, which is not the cell's (unattributed).
 pub(crate) const CONTROLS: &[ControlDef] = &[
     control("empty", "raw_spin_lock", |_| {}),
     control("spin_lock_under_raw_spin_lock", "raw_spin_lock", |l| {
@@ -180,6 +182,9 @@ pub(crate) const CONTROLS: &[ControlDef] = &[
         "preempt_disable",
         |_| kernel::task::might_sleep(),
     ),
+    control("might_sleep_in_interrupt_on_cell_cpu", "process", |_| {
+        sys::in_hardirq(&mut || kernel::task::might_sleep())
+    }),
 ];
 
 pub(crate) fn context_index(name: &str) -> Option<usize> {

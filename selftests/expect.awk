@@ -11,6 +11,8 @@
 
 BEGIN {
 	nkinds = split("invalid_wait_context sleeping_in_atomic scheduling_while_atomic lockdep_other warning", kinds, " ")
+	for (i = 1; i <= nkinds; i++)
+		is_kind[kinds[i]] = 1
 	is_lockdep["invalid_wait_context"] = 1
 	is_lockdep["lockdep_other"] = 1
 }
@@ -83,6 +85,10 @@ function check(row,    want, exact, n, parts, i, kv, k, armed, bad, observed, fa
 			bad = bad " " k "=" obs[k] "(want " ((k in want) ? ">0" : "0") ")"
 		}
 	}
+	# Exact counts of keys that are not report kinds (unattributed).
+	for (k in exact)
+		if (!(k in is_kind) && obs[k] != exact[k])
+			bad = bad " " k "=" obs[k] "(want " exact[k] ")"
 	if (obs["outcome"] != "ran")
 		bad = bad " outcome=" obs["outcome"] "(want ran)"
 	# A clean cell, or one expected to raise no lockdep report, must leave

@@ -256,6 +256,7 @@ expected_cases() {
 	echo "control=empty"
 	echo "control=spin_lock_under_raw_spin_lock"
 	[ -z "$preempt" ] || echo "control=might_sleep_under_preempt_disable"
+	echo "control=might_sleep_in_interrupt_on_cell_cpu"
 }
 
 phase_cases() {
