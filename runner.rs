@@ -289,8 +289,14 @@ impl State {
     }
 
     fn run_cell(&self, cell: Cell) -> Result<Outcome> {
+        // ENODEV, not EINTR: userspace retries a write that got EINTR, and
+        // the retry would meet a file that is being removed.
         if self.stopping.load(Relaxed) {
-            return Err(EINTR);
+            pr_info!(
+                "run: stopped before {}: the module is being unloaded\n",
+                cell
+            );
+            return Err(ENODEV);
         }
         if self.results.lock().len() >= MAX_RESULTS {
             pr_err!(
