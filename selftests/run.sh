@@ -283,10 +283,10 @@ phase_cases() {
 # How far the kernel's own page accounting (pgalloc minus pgfree, the
 # whole system) may move over one cell in which the module frees every
 # page. Measured over the full matrix: -43 to +4 pages (lockdep), -46 to +2
-# (rt). The
-# noise is mostly negative: pages of the shell's previous commands, freed
-# late (RCU). A leak moves it up: a cell that kept its pages gains 16
-# (one order-4 block) to 4096. A double free would move it down.
+# (rt). The noise is mostly negative: pages of the shell's previous
+# commands, freed late (RCU). A leak moves it up: a cell that kept its
+# pages gains 16 (one order-4 block) to 4096. A double free would move it
+# down.
 CELL_PAGES_MAX_GAIN=8
 CELL_PAGES_MAX_LOSS=64
 
