@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The detector: kernel reports seen synchronously on the `console`
-//! tracepoint, and the page allocator's trips through `zone->lock` seen on
-//! `mm_page_alloc_zone_locked` and `mm_page_alloc_extfrag`, each counted
-//! for the running cell only when the running cell printed or allocated it.
+//! tracepoint, the page allocator's trips through `zone->lock` seen on
+//! `mm_page_alloc_zone_locked` and `mm_page_alloc_extfrag`, and kswapd
+//! wakeups (a `spinlock_t` wait queue) seen on `mm_vmscan_wakeup_kswapd`,
+//! each counted for the running cell only when the cell did it.
 
 use crate::sys::{self, ExecContext};
 use core::ffi::{c_char, c_int, c_uint, c_void};
@@ -75,6 +76,10 @@ pub(crate) struct Detector {
     /// (`__rmqueue_claim()`, `__rmqueue_steal()`), which do not fire
     /// `mm_page_alloc_zone_locked` for a whole-pageblock claim or a steal.
     pub(crate) extfrag: Atomic<u64>,
+    /// kswapd wakeups: `wakeup_kswapd()` fires the event just before it
+    /// takes the wait queue's `spinlock_t`. The per-cpu path does this too
+    /// when the zone's watermark is boosted (`ZONE_BOOSTED_WATERMARK`).
+    pub(crate) kswapd_wakeups: Atomic<u64>,
     after_rule: Atomic<bool>,
     /// `jiffies` of the last "sleeping function called" report, from any task:
     /// `__might_resched()` prints at most once per HZ, system-wide.
@@ -101,6 +106,7 @@ impl Detector {
             reports: [const { Atomic::new(0) }; 5],
             zone_locked: Atomic::new(0),
             extfrag: Atomic::new(0),
+            kswapd_wakeups: Atomic::new(0),
             after_rule: Atomic::new(false),
             last_sleep_report: Atomic::new(sys::jiffies()),
             unattributed: Atomic::new(0),
@@ -147,7 +153,7 @@ impl Detector {
         }
     }
 
-    fn on_buddy(&self, counter: &Atomic<u64>) {
+    fn on_event(&self, counter: &Atomic<u64>) {
         if self.attributed() {
             counter.fetch_add(1, Relaxed);
         }
@@ -161,6 +167,7 @@ impl Detector {
         }
         self.zone_locked.store(0, Relaxed);
         self.extfrag.store(0, Relaxed);
+        self.kswapd_wakeups.store(0, Relaxed);
         self.cell_unattributed.store(0, Relaxed);
         self.after_rule.store(false, Relaxed);
         self.hardirq_cell.store(hardirq, Relaxed);
@@ -232,7 +239,7 @@ pub(crate) unsafe extern "C" fn zone_locked_probe(
 ) {
     // SAFETY: `data` is the registered `Detector`.
     let d = unsafe { detector(data) };
-    d.on_buddy(&d.zone_locked);
+    d.on_event(&d.zone_locked);
 }
 
 /// Probe on `mm_page_alloc_extfrag`, which fires under `zone->lock` when a
@@ -251,5 +258,23 @@ pub(crate) unsafe extern "C" fn extfrag_probe(
 ) {
     // SAFETY: `data` is the registered `Detector`.
     let d = unsafe { detector(data) };
-    d.on_buddy(&d.extfrag);
+    d.on_event(&d.extfrag);
+}
+
+/// Probe on `mm_vmscan_wakeup_kswapd`, which fires just before
+/// `wake_up_interruptible(&pgdat->kswapd_wait)`.
+///
+/// # Safety
+///
+/// `data` as in [`detector`].
+pub(crate) unsafe extern "C" fn wakeup_kswapd_probe(
+    data: *mut c_void,
+    _nid: c_int,
+    _zid: c_int,
+    _order: c_int,
+    _gfp: bindings::gfp_t,
+) {
+    // SAFETY: `data` is the registered `Detector`.
+    let d = unsafe { detector(data) };
+    d.on_event(&d.kswapd_wakeups);
 }

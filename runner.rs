@@ -78,6 +78,7 @@ pub(crate) struct CellResult {
     migrated: bool,
     zone_locked_pages: u64,
     extfrag_events: u64,
+    kswapd_wakeups: u64,
     pub(crate) lockdep_before: bool,
     lockdep_after: bool,
     pub(crate) observed: Observed,
@@ -100,6 +101,7 @@ impl CellResult {
             migrated: false,
             zone_locked_pages: 0,
             extfrag_events: 0,
+            kswapd_wakeups: 0,
             lockdep_before: sys::lockdep_armed(),
             lockdep_after: sys::lockdep_armed(),
             observed: Observed {
@@ -138,14 +140,15 @@ impl fmt::Display for CellResult {
         )?;
         write!(
             f,
-            " iterations={} allocated={} failed={} attempts={} migrated={} zone_locked_pages={} extfrag_events={}",
+            " iterations={} allocated={} failed={} attempts={} migrated={} zone_locked_pages={} extfrag_events={} kswapd_wakeups={}",
             self.iterations,
             self.allocated,
             self.failed,
             self.attempts,
             u8::from(self.migrated),
             self.zone_locked_pages,
-            self.extfrag_events
+            self.extfrag_events,
+            self.kswapd_wakeups
         )?;
         write!(
             f,
@@ -344,6 +347,11 @@ impl State {
         let mut attempts = 0;
         loop {
             attempts += 1;
+            // Each attempt waits out the rate limit: an earlier attempt's
+            // report must not swallow this one's.
+            if attempts > 1 {
+                self.wait_might_resched_window();
+            }
             let mut r = self.alloc_section(cell)?;
             r.attempts = attempts;
             if !r.migrated || attempts == PCP_ATTEMPTS || self.stopping.load(Relaxed) {
@@ -417,6 +425,7 @@ impl State {
         r.section_ns = start.elapsed().as_nanos() as u64;
         r.zone_locked_pages = detector.zone_locked.load(Relaxed);
         r.extfrag_events = detector.extfrag.load(Relaxed);
+        r.kswapd_wakeups = detector.kswapd_wakeups.load(Relaxed);
         r.allocated = (pages.len() + usize::from(spare.is_some())) as u32;
         // Freed outside the section (freeing takes the same locks), while
         // still observed: a report from freeing would be the cell's.
@@ -444,10 +453,14 @@ impl State {
     /// A blocking mask in an atomic context only prints a report while the
     /// free lists can serve it; short of memory it would enter direct
     /// reclaim (or compaction) and really sleep, with a raw lock held or in
-    /// hard irq. The allocator does neither while a zone passes its min
-    /// watermark for the order; the cell runs only if every allocation it
-    /// may make (`n` of them, whatever the path) fits above the high
-    /// watermarks with a margin, and enough free blocks of its order exist.
+    /// hard irq. `get_page_from_freelist()` serves it without either while
+    /// a zone passes `__zone_watermark_ok()` for the order (the slow path
+    /// retries at the min watermark before it reclaims). The cell runs only
+    /// if one zone holds all `n` blocks it may take (whatever the path),
+    /// plus a margin, above its high watermark, in blocks of its order that
+    /// `GFP_KERNEL` may use. Not covered: `vm.defrag_mode=1`, which the
+    /// module cannot read (it keeps `ALLOC_NOFRAGMENT` and may send even an
+    /// allocation with free pages to the slow path).
     fn memory_allows(cell: AllocCell) -> bool {
         let gfp = MASKS[cell.mask].gfp;
         if !sys::may_block(gfp) || !CONTEXTS[cell.ctx].atomic {
@@ -460,7 +473,7 @@ impl State {
             return true;
         }
         pr_err!(
-            "run: refusing {}: {} may enter direct reclaim and sleep inside {}; the cell may take {} blocks of order {} ({} pages, with a {} page margin), and the zones hold {} free pages above their high watermarks and {} free blocks of that order; free memory or lower n= or order=\n",
+            "run: refusing {}: {} may enter direct reclaim and sleep inside {}; the cell may take {} blocks of order {} ({} pages, with a {} page margin), and the best zone holds {} usable free pages above its high watermark and {} usable free blocks of that order; free memory or lower n= or order=\n",
             Cell::Alloc(cell),
             MASKS[cell.mask].name,
             CONTEXTS[cell.ctx].name,
@@ -480,7 +493,7 @@ impl State {
     /// Returns that CPU.
     fn warm_pcp(&self, def: &AllocatorDef, gfp: sys::Gfp, order: u32, n: usize) -> Result<u32> {
         let mut pages = KVVec::<sys::Pages>::with_capacity(n, GFP_KERNEL)?;
-        let _guard = self.locks.spin.lock();
+        let guard = self.locks.spin.lock();
         for _ in 0..n {
             match (def.alloc)(gfp | sys::GFP_NOWARN, order) {
                 Some(p) => {
@@ -491,8 +504,15 @@ impl State {
                 None => break,
             }
         }
+        // The pages go back to this CPU's list under the lock; the vector
+        // itself (perhaps vmalloc'ed, whose vfree() may sleep) after it.
+        while let Some(p) = pages.pop() {
+            drop(p);
+        }
+        let cpu = sys::current_cpu();
+        drop(guard);
         drop(pages);
-        Ok(sys::current_cpu())
+        Ok(cpu)
     }
 
     pub(crate) fn reset(&self) {

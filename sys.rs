@@ -184,26 +184,35 @@ pub(crate) fn alloc_pages_nolock(gfp: Gfp, order: u32) -> Option<Pages> {
 // Free memory against the zone watermarks.
 // ---------------------------------------------------------------------------
 
-/// What the zones a `GFP_KERNEL` allocation may use can give without
-/// reclaim, by the watermarks `get_page_from_freelist()` checks.
+/// What the best zone a `GFP_KERNEL` allocation may use can give without
+/// reclaim, by the checks of `__zone_watermark_ok()`.
+#[derive(Clone, Copy, Default)]
 pub(crate) struct Headroom {
-    /// Free pages above each zone's high watermark (boost included) plus
-    /// its lowmem reserve for `ZONE_NORMAL` allocations, summed.
+    /// Free pages above the zone's high watermark (boost included) plus its
+    /// lowmem reserve for `ZONE_NORMAL` allocations, without the free pages
+    /// `GFP_KERNEL` may not use (highatomic reserves, CMA).
     pub(crate) pages: usize,
     /// Free blocks of the asked order: `2^(o - order)` for each free block
-    /// of order `o >= order` in the buddy lists.
+    /// of order `o >= order`, less the highatomic and CMA pages counted as
+    /// blocks of that order.
     pub(crate) blocks: usize,
 }
 
-/// Adds one zone's headroom.
+/// One zone's headroom for `order`.
 ///
 /// # Safety
 ///
 /// `zone` must point to a zone of a live node. Its counters are read with
 /// volatile loads, racing with the allocator as `/proc/zoneinfo` does.
-unsafe fn add_zone(zone: *const bindings::zone, order: u32, into: &mut Headroom) {
+unsafe fn zone_headroom(zone: *const bindings::zone, order: u32) -> Headroom {
+    let read_stat = |item: u32| {
+        // SAFETY: `zone` is live (caller) and `item` indexes `vm_stat`.
+        let v =
+            unsafe { core::ptr::read_volatile(&raw const (*zone).vm_stat[item as usize].counter) };
+        usize::try_from(v).unwrap_or(0)
+    };
     // SAFETY: `zone` is live (caller); each load reads one word.
-    let (high, boost, reserve, free) = unsafe {
+    let (high, boost, reserve, highatomic) = unsafe {
         (
             core::ptr::read_volatile(
                 &raw const (*zone)._watermark[bindings::zone_watermarks_WMARK_HIGH as usize],
@@ -212,70 +221,82 @@ unsafe fn add_zone(zone: *const bindings::zone, order: u32, into: &mut Headroom)
             core::ptr::read_volatile(
                 &raw const (*zone).lowmem_reserve[bindings::zone_type_ZONE_NORMAL as usize],
             ),
-            core::ptr::read_volatile(
-                &raw const (*zone).vm_stat[bindings::zone_stat_item_NR_FREE_PAGES as usize].counter,
-            ),
+            core::ptr::read_volatile(&raw const (*zone).nr_free_highatomic),
         )
     };
+    #[cfg(CONFIG_CMA)]
+    let cma = read_stat(bindings::zone_stat_item_NR_FREE_CMA_PAGES);
+    #[cfg(not(CONFIG_CMA))]
+    let cma = 0;
+    let unusable = highatomic + cma;
     let mark = high + boost + usize::try_from(reserve).unwrap_or(0);
-    into.pages += usize::try_from(free).unwrap_or(0).saturating_sub(mark);
+    let free = read_stat(bindings::zone_stat_item_NR_FREE_PAGES);
+    let mut blocks = 0usize;
     for o in order as usize..bindings::NR_PAGE_ORDERS as usize {
         // SAFETY: As above; `o` is below NR_PAGE_ORDERS.
         let nr_free = unsafe { core::ptr::read_volatile(&raw const (*zone).free_area[o].nr_free) };
-        into.blocks = into
-            .blocks
-            .saturating_add((nr_free as usize) << (o - order as usize));
+        blocks = blocks.saturating_add(nr_free << (o - order as usize));
+    }
+    Headroom {
+        pages: free.saturating_sub(mark + unusable),
+        blocks: blocks.saturating_sub(unusable >> order),
     }
 }
 
-/// Adds the zones of one node that a `GFP_KERNEL` allocation may use:
-/// `ZONE_NORMAL` and the zones below it.
+/// The zone of one node, up to `ZONE_NORMAL` (what `GFP_KERNEL` may use),
+/// with the most headroom.
 ///
 /// # Safety
 ///
 /// `node` must point to a live node (nodes are never freed).
-unsafe fn add_node(node: *const bindings::pglist_data, order: u32, into: &mut Headroom) {
+unsafe fn node_headroom(node: *const bindings::pglist_data, order: u32) -> Headroom {
+    let mut best = Headroom::default();
     for z in 0..=bindings::zone_type_ZONE_NORMAL as usize {
         // SAFETY: `z` indexes `node_zones`; the node is live (caller).
-        unsafe { add_zone(&raw const (*node).node_zones[z], order, into) };
+        let h = unsafe { zone_headroom(&raw const (*node).node_zones[z], order) };
+        if h.pages.min(h.blocks << order) > best.pages.min(best.blocks << order) {
+            best = h;
+        }
     }
+    best
 }
 
-/// Reads the counters of every node's zones: a snapshot, racing with the
+/// The headroom of the best zone of any node: the allocator must find
+/// both the pages and the blocks in one zone. A snapshot, racing with the
 /// allocator as `/proc/zoneinfo` does, which the caller's margin covers.
+#[cfg(not(CONFIG_NUMA))]
 pub(crate) fn headroom(order: u32) -> Headroom {
-    let mut h = Headroom {
-        pages: 0,
-        blocks: 0,
-    };
-    #[cfg(not(CONFIG_NUMA))]
     // SAFETY: `contig_page_data` is the one node of a !NUMA kernel, live
     // for the whole uptime.
-    unsafe {
-        add_node(&raw const bindings::contig_page_data, order, &mut h)
-    };
-    #[cfg(CONFIG_NUMA)]
-    {
-        extern "C" {
-            static node_data: [*mut bindings::pglist_data; 0];
-        }
-        // SAFETY: `nr_node_ids` is set at boot and never changes.
-        let nodes = unsafe { bindings::nr_node_ids } as usize;
-        for nid in 0..nodes {
-            // SAFETY: `node_data` has `nr_node_ids` entries; an entry is NULL
-            // or a node that is never freed.
-            let node = unsafe {
-                *(&raw const node_data)
-                    .cast::<*mut bindings::pglist_data>()
-                    .add(nid)
-            };
-            if !node.is_null() {
-                // SAFETY: A live node, checked non-NULL just above.
-                unsafe { add_node(node, order, &mut h) };
+    unsafe { node_headroom(&raw const bindings::contig_page_data, order) }
+}
+
+/// As above, over every node.
+#[cfg(CONFIG_NUMA)]
+pub(crate) fn headroom(order: u32) -> Headroom {
+    extern "C" {
+        static node_data: [*mut bindings::pglist_data; 0];
+    }
+    let mut best = Headroom::default();
+    // SAFETY: `nr_node_ids` is set at boot and never changes.
+    let nodes = unsafe { bindings::nr_node_ids } as usize;
+    for nid in 0..nodes {
+        // SAFETY: `node_data` has `nr_node_ids` entries; an entry is NULL or
+        // a node that is never freed.
+        let node = unsafe {
+            *(&raw const node_data)
+                .cast::<*mut bindings::pglist_data>()
+                .add(nid)
+        };
+        if !node.is_null() {
+            // SAFETY: A live node, checked non-NULL just above.
+            let h = unsafe { node_headroom(node, order) };
+            if h.pages.min(h.blocks << order) > best.pages.min(best.blocks << order) {
+                best = h;
             }
         }
     }
-    h
+    best
 }
 
 // ---------------------------------------------------------------------------
@@ -291,18 +312,21 @@ pub(crate) enum ExecContext {
 }
 
 /// The context this CPU runs in, from `preempt_count()` (as `in_nmi()`,
-/// `in_hardirq()` and `in_serving_softirq()` read it). Call it with
-/// preemption off, as tracepoint probes run, or the count read may be
-/// another CPU's.
+/// `in_hardirq()` and `in_serving_softirq()` read it). Call it where the
+/// task cannot migrate (the probes run from printk with interrupts off, and
+/// from the allocator under its locks), or the count read may be another
+/// CPU's.
 ///
 /// x86 keeps the count in the per-cpu `__preempt_count` (exported); other
 /// architectures keep it in `thread_info`, which this module does not
-/// read: there every context counts as `Task`.
+/// read: there every context counts as `Task`. On PREEMPT_RT softirqs run
+/// in threads and their count lives in the task, so they count as `Task`
+/// of that thread (never the cell's task, which disables no bottom half).
 pub(crate) fn exec_context() -> ExecContext {
     #[cfg(CONFIG_X86)]
     {
         extern "C" {
-            static __preempt_count: c_uint;
+            static __preempt_count: kernel::ffi::c_ulong;
         }
         let cpu = current_cpu() as usize;
         // SAFETY: `__per_cpu_offset` has an entry for every possible CPU and
@@ -483,3 +507,6 @@ pub(crate) type ZoneLockedProbeFn =
 /// `mm_page_alloc_extfrag(page, alloc_order, fallback_order, alloc_mt, fallback_mt)`.
 pub(crate) type ExtfragProbeFn =
     unsafe extern "C" fn(*mut c_void, *mut bindings::page, c_int, c_int, c_int, c_int);
+/// `mm_vmscan_wakeup_kswapd(nid, zid, order, gfp_flags)`.
+pub(crate) type WakeupKswapdProbeFn =
+    unsafe extern "C" fn(*mut c_void, c_int, c_int, c_int, bindings::gfp_t);

@@ -115,8 +115,8 @@ pub(crate) struct AllocatorDef {
     pub(crate) name: &'static str,
     /// Order used when the spec gives none.
     pub(crate) default_order: u32,
-    /// Whether the spec may choose another order.
-    pub(crate) order_fixed: bool,
+    /// Highest order the spec may choose.
+    pub(crate) max_order: u32,
     /// Masks the module passes to this allocator.
     pub(crate) accepts: fn(sys::Gfp) -> bool,
     pub(crate) alloc: AllocFn,
@@ -125,14 +125,14 @@ pub(crate) struct AllocatorDef {
 const fn allocator(
     name: &'static str,
     order: u32,
-    fixed: bool,
+    max_order: u32,
     accepts: fn(sys::Gfp) -> bool,
     alloc: AllocFn,
 ) -> AllocatorDef {
     AllocatorDef {
         name,
         default_order: order,
-        order_fixed: fixed,
+        max_order,
         accepts,
         alloc,
     }
@@ -140,17 +140,18 @@ const fn allocator(
 
 /// Allocators. `get_free_pages` defaults to order 4, above
 /// PAGE_ALLOC_COSTLY_ORDER: never served by the per-cpu lists.
-/// `alloc_pages_nolock()` is run with `0` only, its documented mask; the
+/// `alloc_pages_nolock()` is run with `0` only, its documented mask (the
 /// kernel also accepts `__GFP_ACCOUNT` and a few modifiers, which this
-/// table does not test.
+/// table does not test), and at the per-cpu orders only: above them it
+/// always returns NULL (`alloc_order_allowed()`).
 ///
-/// One line per allocator: name, default order, order fixed, masks accepted, call.
+/// One line per allocator: name, default order, highest order, masks accepted, call.
 #[rustfmt::skip]
 pub(crate) const ALLOCATORS: &[AllocatorDef] = &[
     #[cfg(have_alloc_pages_nolock)]
-    allocator("alloc_pages_nolock", 0, false, |gfp| gfp == 0, sys::alloc_pages_nolock),
-    allocator("get_free_page", 0, true, |_| true, sys::get_free_pages),
-    allocator("get_free_pages", 4, false, |_| true, sys::get_free_pages),
+    allocator("alloc_pages_nolock", 0, sys::PCP_MAX_ORDER, |gfp| gfp == 0, sys::alloc_pages_nolock),
+    allocator("get_free_page", 0, 0, |_| true, sys::get_free_pages),
+    allocator("get_free_pages", 4, sys::MAX_ORDER, |_| true, sys::get_free_pages),
 ];
 
 pub(crate) struct ControlDef {

@@ -57,6 +57,12 @@ pub struct Cell {
     /// Whether lockdep was armed when the cell started: if not, the cell
     /// was not checked by lockdep.
     pub lockdep_armed: bool,
+    /// A `path=pcp` cell whose task left the CPU whose list it filled.
+    #[serde(default)]
+    pub migrated: bool,
+    /// kswapd wakeups during the cell (each takes a `spinlock_t`).
+    #[serde(default)]
+    pub kswapd_wakeups: u64,
     pub reports: BTreeMap<String, u64>,
     pub alloc_ns: Stats,
     /// Duration of the first allocation that took `zone->lock` (0: none did).
@@ -130,25 +136,30 @@ impl Cell {
             order,
             requested_path,
             path: get("observed_path")?.to_string(),
-            // Absent from results of older module versions, which ran every cell.
-            outcome: kv.get("outcome").copied().unwrap_or("ran").to_string(),
+            outcome: get("outcome")?.to_string(),
             iterations: num("iterations")?,
             allocated: num("allocated")?,
             failed: num("failed")?,
             lockdep_armed: num("lockdep_before")? == 1,
+            migrated: num("migrated")? == 1,
+            kswapd_wakeups: num("kswapd_wakeups")?,
             reports,
             alloc_ns: Stats {
                 min: num("alloc_ns_min")?,
                 median: num("alloc_ns_median")?,
                 max: num("alloc_ns_max")?,
             },
-            // Absent from results of older module versions.
-            zone_locked_alloc_ns: kv
-                .get("zone_locked_alloc_ns")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
+            zone_locked_alloc_ns: num("zone_locked_alloc_ns")?,
             section_ns: num("section_ns")?,
         })
+    }
+
+    /// Whether this observation answers the cell: lockdep was armed, and
+    /// a `path=pcp` cell stayed on its per-cpu list without waking kswapd
+    /// (otherwise the guest ran it again instead of judging it).
+    pub fn settled(&self) -> bool {
+        self.lockdep_armed
+            && !(self.requested_path == "pcp" && (self.migrated || self.kswapd_wakeups > 0))
     }
 
     fn report(&self, kind: &str) -> u64 {
@@ -172,7 +183,7 @@ impl Cell {
                 s.push(sym);
             }
         }
-        if !self.lockdep_armed {
+        if !self.settled() {
             s.push('?');
         } else if s.is_empty() {
             s.push('.');
@@ -190,15 +201,16 @@ pub fn parse_boot(output: &str) -> Result<Vec<Cell>, String> {
         .collect()
 }
 
-/// Merges boots in order: each cell keeps its first observation with
-/// lockdep armed, or else its last observation (then marked not checked).
-/// Cells keep the order in which they were first seen.
+/// Merges boots in order: each cell keeps its first settled observation
+/// (lockdep armed, and for `path=pcp` the pure per-cpu path), or else its
+/// last observation (then marked not checked). Cells keep the order in
+/// which they were first seen.
 pub fn merge(boots: &[Vec<Cell>]) -> Vec<Cell> {
     let mut merged: Vec<Cell> = Vec::new();
     for cell in boots.iter().flatten() {
         match merged.iter_mut().find(|c| c.spec == cell.spec) {
             None => merged.push(cell.clone()),
-            Some(seen) if !seen.lockdep_armed => *seen = cell.clone(),
+            Some(seen) if !seen.settled() => *seen = cell.clone(),
             Some(_) => {}
         }
     }
@@ -212,6 +224,9 @@ pub struct Report {
     pub flavor: String,
     pub config: BTreeMap<String, bool>,
     pub boots: u32,
+    /// Cells run from a restored VM state instead of a boot.
+    #[serde(default)]
+    pub restores: u32,
     pub cells: Vec<Cell>,
 }
 
@@ -288,7 +303,11 @@ impl Report {
             },
             self.boots,
             if self.boots == 1 { "" } else { "s" }
-        )
+        ) + &match self.restores {
+            0 => String::new(),
+            1 => ", 1 restore".to_string(),
+            n => format!(", {n} restores"),
+        }
     }
 
     /// The compact text table of one flavor.
@@ -335,9 +354,9 @@ impl Report {
         out
     }
 
-    /// Cells the merge could not observe with lockdep armed.
+    /// Cells the merge could not observe settled.
     pub fn unchecked(&self) -> Vec<&Cell> {
-        self.cells.iter().filter(|c| !c.lockdep_armed).collect()
+        self.cells.iter().filter(|c| !c.settled()).collect()
     }
 
     /// Timing summary: an order-0 allocation served from the per-cpu list
@@ -475,6 +494,44 @@ pub fn diff(a: &Report, b: &Report) -> Vec<String> {
     out
 }
 
+/// Compares the answers of two runs of the same cells (say, from fresh
+/// boots and from restores of a saved state): for each cell of `a`, the
+/// report kinds (its symbol) and the path taken must be the same in `b`.
+/// Returns one line per cell, and whether all agreed.
+pub fn same_answers(a: &[Cell], b: &[Cell]) -> (Vec<String>, bool) {
+    let mut lines = Vec::new();
+    let mut all = true;
+    for ca in a {
+        let answer = |c: &Cell| format!("{} {}", c.symbol(), c.path);
+        match b.iter().find(|cb| cb.spec == ca.spec) {
+            Some(cb) if answer(ca) == answer(cb) && ca.settled() && cb.settled() => {
+                lines.push(format!("same {}: {}", ca.spec, answer(ca)));
+            }
+            Some(cb) => {
+                all = false;
+                lines.push(format!(
+                    "differs {}: {} against {}",
+                    ca.spec,
+                    answer(ca),
+                    answer(cb)
+                ));
+            }
+            None => {
+                all = false;
+                lines.push(format!(
+                    "missing {}: {} against nothing",
+                    ca.spec,
+                    answer(ca)
+                ));
+            }
+        }
+    }
+    if a.is_empty() {
+        all = false;
+    }
+    (lines, all)
+}
+
 /// Fill colour of a symbol in the heatmap.
 fn colour(sym: &str) -> &'static str {
     let s = sym.trim_end_matches('?');
@@ -608,7 +665,7 @@ pub fn svg(reports: &[Report]) -> String {
 mod tests {
     use super::*;
 
-    const LINE: &str = "# RESULT kind=alloc ctx=raw_spin_lock alloc=get_free_page gfp=GFP_ATOMIC order=0 path=zone_lock n=4096 context=raw_spin_lock observed_path=zone_lock iterations=70 allocated=70 failed=0 freed=70 zone_locked_pages=63 lockdep_before=1 lockdep_after=0 invalid_wait_context=1 sleeping_in_atomic=0 scheduling_while_atomic=0 lockdep_other=0 warning=0 alloc_ns_min=2754 alloc_ns_median=2924 alloc_ns_max=20603229 section_ns=23214303";
+    const LINE: &str = "# RESULT kind=alloc ctx=raw_spin_lock alloc=get_free_page gfp=GFP_ATOMIC order=0 path=zone_lock n=4096 context=raw_spin_lock outcome=ran observed_path=zone_lock iterations=69 allocated=69 failed=0 attempts=1 migrated=0 zone_locked_pages=63 extfrag_events=0 kswapd_wakeups=0 lockdep_before=1 lockdep_after=0 invalid_wait_context=1 sleeping_in_atomic=0 scheduling_while_atomic=0 lockdep_other=0 warning=0 unattributed=0 alloc_ns_min=3370 alloc_ns_median=3461 alloc_ns_max=12268772 zone_locked_alloc_ns=12268772 section_ns=14571806";
 
     #[test]
     fn parses_a_results_line() {
@@ -622,12 +679,14 @@ mod tests {
         assert_eq!(
             c.alloc_ns,
             Stats {
-                min: 2754,
-                median: 2924,
-                max: 20603229
+                min: 3370,
+                median: 3461,
+                max: 12268772
             }
         );
-        assert!(c.lockdep_armed);
+        assert_eq!(c.zone_locked_alloc_ns, 12268772);
+        assert_eq!(c.outcome, "ran");
+        assert!(c.lockdep_armed && !c.migrated);
         assert_eq!(c.symbol(), "W");
     }
 
@@ -636,7 +695,7 @@ mod tests {
         assert!(Cell::parse("kind=alloc ctx=x")
             .unwrap_err()
             .contains("missing"));
-        assert!(Cell::parse(&LINE.replace("iterations=70", "iterations=x"))
+        assert!(Cell::parse(&LINE.replace("iterations=69", "iterations=x"))
             .unwrap_err()
             .contains("iterations"));
         assert!(Cell::parse(&LINE.replace("kind=alloc", "kind=bogus"))
@@ -663,10 +722,26 @@ mod tests {
 
     #[test]
     fn a_refused_cell_is_r_whatever_else_it_holds() {
-        let line = LINE.replace(" observed_path=", " outcome=refused_low_memory observed_path=");
+        let line = LINE.replace(" outcome=ran ", " outcome=refused_low_memory ");
         let c = Cell::parse(&line).unwrap();
         assert_eq!(c.outcome, "refused_low_memory");
         assert_eq!(c.symbol(), "R");
-        assert_eq!(Cell::parse(LINE).unwrap().outcome, "ran");
+        // A line without an outcome is not taken as one that ran.
+        assert!(Cell::parse(&LINE.replace(" outcome=ran", "")).is_err());
+    }
+
+    #[test]
+    fn a_migrated_or_kswapd_waking_pcp_cell_is_not_settled() {
+        let pcp = LINE.replace(" path=zone_lock n=", " path=pcp n=");
+        let c = Cell::parse(&pcp).unwrap();
+        assert!(c.settled());
+        let c = Cell::parse(&pcp.replace(" migrated=0 ", " migrated=1 ")).unwrap();
+        assert!(!c.settled());
+        assert_eq!(c.symbol(), "W?");
+        let c = Cell::parse(&pcp.replace(" kswapd_wakeups=0 ", " kswapd_wakeups=1 ")).unwrap();
+        assert!(!c.settled());
+        // On the zone_lock path a kswapd wakeup is part of the answer.
+        let c = Cell::parse(&LINE.replace(" kswapd_wakeups=0 ", " kswapd_wakeups=1 ")).unwrap();
+        assert!(c.settled());
     }
 }

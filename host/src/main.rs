@@ -3,14 +3,15 @@
 //! `rgn-report`: merge the boots of a flavor into JSON, and show or draw
 //! the results of one or more flavors.
 
-use rgn_report::{config_flags, diff, merge, parse_boot, svg, Report, LEGEND};
+use rgn_report::{config_flags, diff, merge, parse_boot, same_answers, svg, Report, LEGEND};
 use std::path::Path;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
   rgn-report merge --kernel VERSION --flavor FLAVOR --config DOT_CONFIG --out JSON BOOT_OUTPUT...
   rgn-report show JSON...
-  rgn-report svg --out SVG JSON...";
+  rgn-report svg --out SVG JSON...
+  rgn-report same OUTPUT... -- OUTPUT...   (same answers in both runs; exit 1 if not)";
 
 fn read(path: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))
@@ -59,6 +60,15 @@ fn required<'a>(opts: &[(&str, &'a str)], key: &str) -> Result<&'a str, String> 
         .ok_or_else(|| format!("--{key} is required"))
 }
 
+/// Outputs of runs from a saved VM state are named `restore-*` by
+/// `scripts/run-flavor`; the others are boots.
+fn is_restore(path: &str) -> bool {
+    Path::new(path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("restore-"))
+}
+
 fn cmd_merge(args: &[String]) -> Result<(), String> {
     let (opts, files) = options(args, &["kernel", "flavor", "config", "out"])?;
     if files.is_empty() {
@@ -72,7 +82,8 @@ fn cmd_merge(args: &[String]) -> Result<(), String> {
         kernel: required(&opts, "kernel")?.to_string(),
         flavor: required(&opts, "flavor")?.to_string(),
         config: config_flags(&read(required(&opts, "config")?)?),
-        boots: files.len() as u32,
+        boots: files.iter().filter(|f| !is_restore(f)).count() as u32,
+        restores: files.iter().filter(|f| is_restore(f)).count() as u32,
         cells: merge(&boots),
     };
     if report.cells.is_empty() {
@@ -121,6 +132,28 @@ fn cmd_show(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Merges the guest outputs of one run.
+fn merged(files: &[String]) -> Result<Vec<rgn_report::Cell>, String> {
+    let mut boots = Vec::new();
+    for f in files {
+        boots.push(parse_boot(&read(f)?).map_err(|e| format!("{f}: {e}"))?);
+    }
+    Ok(merge(&boots))
+}
+
+fn cmd_same(args: &[String]) -> Result<bool, String> {
+    let split = args
+        .iter()
+        .position(|a| a == "--")
+        .ok_or("same needs two lists of outputs separated by --")?;
+    let (a, b) = (merged(&args[..split])?, merged(&args[split + 1..])?);
+    let (lines, all) = same_answers(&a, &b);
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(all)
+}
+
 fn cmd_svg(args: &[String]) -> Result<(), String> {
     let (opts, files) = options(args, &["out"])?;
     let reports = files
@@ -136,13 +169,15 @@ fn cmd_svg(args: &[String]) -> Result<(), String> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("merge") => cmd_merge(&args[1..]),
-        Some("show") => cmd_show(&args[1..]),
-        Some("svg") => cmd_svg(&args[1..]),
+        Some("merge") => cmd_merge(&args[1..]).map(|()| true),
+        Some("show") => cmd_show(&args[1..]).map(|()| true),
+        Some("svg") => cmd_svg(&args[1..]).map(|()| true),
+        Some("same") => cmd_same(&args[1..]),
         _ => Err(USAGE.to_string()),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("rgn-report: {e}");
             ExitCode::from(2)

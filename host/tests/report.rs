@@ -3,7 +3,7 @@
 //! Parsing, merging and rendering on fixtures: guest outputs captured from
 //! real boots of the test kernels (`tests/fixtures/`).
 
-use rgn_report::{config_flags, diff, merge, parse_boot, svg, Cell, Report};
+use rgn_report::{config_flags, diff, merge, parse_boot, same_answers, svg, Cell, Report};
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!(
@@ -25,6 +25,7 @@ fn report(flavor: &str, boots: &[Vec<Cell>]) -> Report {
         flavor: flavor.into(),
         config: config_flags("CONFIG_PREEMPT=y\nCONFIG_PROVE_RAW_LOCK_NESTING=y\n"),
         boots: boots.len() as u32,
+        restores: 0,
         cells: merge(boots),
     }
 }
@@ -267,4 +268,38 @@ fn real_flavors_differ_and_each_difference_names_two_outcomes() {
             assert!(outcomes.starts_with("only on"), "{line}");
         }
     }
+}
+
+#[test]
+fn same_answers_requires_each_cell_armed_with_equal_kinds_and_path() {
+    let b = merge(&boots("lockdep", 3));
+    let (lines, all) = same_answers(&b, &b.clone());
+    // The 38 cells never seen armed in these fixtures cannot agree.
+    assert!(!all);
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("same ")).count(),
+        107 - 38
+    );
+    let armed: Vec<Cell> = b.iter().filter(|c| c.lockdep_armed).cloned().collect();
+    assert!(same_answers(&armed, &b).1);
+    let mut other = b.clone();
+    let spec = "ctx=raw_spin_lock alloc=get_free_page gfp=GFP_NOWAIT ";
+    let c = other.iter_mut().find(|c| c.spec.starts_with(spec)).unwrap();
+    c.reports.insert("sleeping_in_atomic".into(), 1);
+    let (lines, all) = same_answers(&armed, &other);
+    assert!(!all);
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("differs ")).count(),
+        1,
+        "{lines:?}"
+    );
+    other.retain(|c| !c.spec.starts_with(spec));
+    let (lines, _) = same_answers(&armed, &other);
+    assert!(lines.iter().any(|l| l.starts_with("missing ")));
+    let mut restored = report("lockdep", &boots("lockdep", 1));
+    restored.boots = 1;
+    restored.restores = 37;
+    assert!(restored
+        .table()
+        .starts_with("lockdep 7.3.4 (PREEMPT, PROVE_RAW_LOCK_NESTING), 1 boot, 37 restores"));
 }
