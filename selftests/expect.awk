@@ -1,16 +1,20 @@
 # SPDX-License-Identifier: GPL-2.0
 #
-# Checks one rust_gfp_nolocks results line against expectations.txt.
-# usage: awk -v flavor=F -f expect.awk expectations.txt results-line-file
+# Checks rust_gfp_nolocks results lines against expectations.txt.
+# usage: awk -v flavor=F [-v max_gain=P -v max_loss=P] -f expect.awk expectations.txt RESULTS
 # Columns of expectations.txt: flavor context allocator gfp path expect reason.
-# Prints one line: "ok|not_ok|retry<TAB>description<TAB>detail<TAB>row"
+# RESULTS: one results line per line (anything before "kind=" may add
+# key=value fields: kernel_alloc= and kernel_free=, the kernel's page
+# counts over the cell, are checked against max_gain and max_loss).
+# Prints one line per results line:
+#   "ok|not_ok|retry<TAB>description<TAB>detail<TAB>row<TAB>spec"
 # retry: the cell must run again in a fresh kernel, unjudged: a path=pcp
 # cell that left the CPU whose list it filled, or that woke kswapd (another
 # lock than the per-cpu path under test); or a cell that started with
 # lockdep disarmed, when all else it could check agreed.
 # row: the number of the expectation row that matched (comments and blank
 # lines not counted), so the host can tell rows that match no cell.
-
+# spec: the cell's spec, to run it again.
 BEGIN {
 	nkinds = split("invalid_wait_context sleeping_in_atomic scheduling_while_atomic lockdep_other warning", kinds, " ")
 	for (i = 1; i <= nkinds; i++)
@@ -34,18 +38,21 @@ FNR == NR {
 	next
 }
 
-/^kind=/ {
+/kind=/ {
 	delete obs
 	for (i = 1; i <= NF; i++) {
 		eq = index($i, "=")
-		obs[substr($i, 1, eq - 1)] = substr($i, eq + 1)
+		if (eq)
+			obs[substr($i, 1, eq - 1)] = substr($i, eq + 1)
 	}
 	if (obs["kind"] == "control") {
 		ctx = "control"; alloc = obs["control"]; gfp = "-"; path = "-"
 		name = "control=" obs["control"]
+		spec = name
 	} else {
 		ctx = obs["ctx"]; alloc = obs["alloc"]; gfp = obs["gfp"]; path = obs["path"]
 		name = ctx "/" alloc "/" gfp "/" obs["path"]
+		spec = "ctx=" ctx " alloc=" alloc " gfp=" gfp " order=" obs["order"] " path=" path " n=" obs["n"]
 	}
 	row = 0
 	for (r = 1; r <= rows && !row; r++)
@@ -53,14 +60,33 @@ FNR == NR {
 		    match_field(ralloc[r], alloc) && match_field(rgfp[r], gfp) && match_field(rpath[r], path))
 			row = r
 	if (!row) {
-		printf "not_ok\t%s: no expectation row matches\t%s\t\n", name, $0
-		exit
+		printf "not_ok\t%s: no expectation row matches\t%s\t\t%s\n", name, $0, spec
+		next
 	}
 	check(row)
-	exit
 }
 
-function check(row,    want, exact, n, parts, i, kv, k, armed, bad, observed, fails) {
+# pages_problem: the kernel counted at least the pages the cell says it
+# allocated, and got back what was allocated during the cell, within the
+# measured noise; "" if so.
+function pages_problem(    mine, net, i) {
+	if (!("kernel_alloc" in obs) || max_gain == "")
+		return ""
+	# busybox awk has no ^ operator (no math support).
+	mine = obs["allocated"]
+	for (i = 0; i < obs["order"]; i++)
+		mine *= 2
+	net = obs["kernel_alloc"] - obs["kernel_free"]
+	if (obs["kernel_alloc"] + 0 < mine + 0)
+		return "; the kernel counted " obs["kernel_alloc"] " pages allocated, fewer than the cell's " mine
+	if (net > max_gain + 0)
+		return "; pages leaked? the kernel allocated " obs["kernel_alloc"] " pages and freed " obs["kernel_free"] " during the cell (net +" net ", at most +" max_gain " without a leak)"
+	if (net < -max_loss)
+		return "; pages freed twice? the kernel allocated " obs["kernel_alloc"] " pages and freed " obs["kernel_free"] " during the cell (net " net ", at least -" max_loss " without one)"
+	return ""
+}
+
+function check(row,    want, exact, n, parts, i, kv, k, armed, bad, observed, fails, pages) {
 	expect = rexpect[row]
 	fails = expect == "alloc_fails"
 	if (expect != "clean" && !fails) {
@@ -103,14 +129,14 @@ function check(row,    want, exact, n, parts, i, kv, k, armed, bad, observed, fa
 		# A pcp cell whose task left the CPU it filled the list of, in
 		# every attempt, is run again in another boot, never judged.
 		if (obs["migrated"] == 1) {
-			printf "retry\t%s: left the CPU whose per-cpu list it filled, %d attempts\t%s\t%d\n", name, obs["attempts"], rreason[row], row
+			printf "retry\t%s: left the CPU whose per-cpu list it filled, %d attempts\t%s\t%d\t%s\n", name, obs["attempts"], rreason[row], row, spec
 			return
 		}
 		# rmqueue() wakes kswapd when the zone's watermark is boosted
 		# (ZONE_BOOSTED_WATERMARK, set by another task's fallback): a
 		# spinlock_t wait queue, which is not the per-cpu path under test.
 		if (obs["path"] == "pcp" && obs["kswapd_wakeups"] > 0) {
-			printf "retry\t%s: woke kswapd (boosted watermark), not the pure per-cpu path\t%s\t%d\n", name, rreason[row], row
+			printf "retry\t%s: woke kswapd (boosted watermark), not the pure per-cpu path\t%s\t%d\t%s\n", name, rreason[row], row, spec
 			return
 		}
 		want_path = fails ? "none" : obs["path"]
@@ -119,11 +145,14 @@ function check(row,    want, exact, n, parts, i, kv, k, armed, bad, observed, fa
 	}
 	if (observed == "")
 		observed = " clean"
+	pages = pages_problem()
 	if (bad != "") {
-		printf "not_ok\t%s: expected %s, observed%s\tmismatch:%s; expectation: %s\t%d\n", name, expect, observed, bad, rreason[row], row
+		printf "not_ok\t%s: expected %s, observed%s%s\tmismatch:%s; expectation: %s; observed: %s\t%d\t%s\n", name, expect, observed, pages, bad, rreason[row], $0, row, spec
+	} else if (pages != "") {
+		printf "not_ok\t%s:%s%s\tobserved: %s\t%d\t%s\n", name, observed, pages, $0, row, spec
 	} else if (!armed) {
-		printf "retry\t%s: not checked by lockdep (disarmed before the cell)\t%s\t%d\n", name, rreason[row], row
+		printf "retry\t%s: not checked by lockdep (disarmed before the cell)\t%s\t%d\t%s\n", name, rreason[row], row, spec
 	} else {
-		printf "ok\t%s:%s as expected\t%s\t%d\n", name, observed, rreason[row], row
+		printf "ok\t%s:%s as expected\t%s\t%d\t%s\n", name, observed, rreason[row], row, spec
 	}
 }

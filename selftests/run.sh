@@ -293,38 +293,11 @@ CELL_PAGES_MAX_LOSS=64
 
 CELL_NO=0
 
-# result_field KEY: KEY's value in the results line in $RESULT_LINE.
-result_field() {
-	for _kv in $RESULT_LINE; do
-		case $_kv in "$1="*)
-			echo "${_kv#*=}"
-			return
-			;;
-		esac
-	done
-}
-
-# check_cell_pages ALLOCATED FREED: the kernel saw at least the pages the
-# cell says it allocated, and got back what was allocated during the cell,
-# within the measured noise. Prints nothing if so, else the problem.
-check_cell_pages() {
-	order=$(result_field order)
-	mine=$(($(result_field allocated) << ${order:-0}))
-	net=$(($1 - $2))
-	echo "kernel pages +$1 -$2 net $net" >>/tmp/cells.pages
-	if [ "$1" -lt "$mine" ]; then
-		echo "the kernel counted $1 pages allocated, fewer than the cell's $mine"
-	elif [ "$net" -gt "$CELL_PAGES_MAX_GAIN" ]; then
-		echo "pages leaked? the kernel allocated $1 pages and freed $2 during the cell (net +$net, at most +$CELL_PAGES_MAX_GAIN without a leak)"
-	elif [ "$net" -lt "-$CELL_PAGES_MAX_LOSS" ]; then
-		echo "pages freed twice? the kernel allocated $1 pages and freed $2 during the cell (net $net, at least -$CELL_PAGES_MAX_LOSS without one)"
-	fi
-}
-
 # run_cell SPEC: runs one cell between two kernel log markers, with the
-# kernel's page counters read around it (builtins only: reading them
-# allocates nothing), prints its results line for the host, and judges it
-# against the expectations and the page accounting.
+# kernel's page counters read around it, and prints its results line for
+# the host. Builtins only (a fork costs tens of ms under TCG, and reading
+# the counters must allocate nothing): judge_cells judges all cells of the
+# phase at once.
 run_cell() {
 	CELL_NO=$((CELL_NO + 1))
 	vmstat_pages
@@ -336,33 +309,42 @@ run_cell() {
 	echo "rgn: cell $CELL_NO end" >/dev/kmsg
 	vmstat_pages
 	if [ "$status" -ne 0 ]; then
-		fail "cell $1: the module refused it ($(cat /tmp/err))"
+		read -r err </tmp/err
+		fail "cell $1: the module refused it ($err)"
 		return
 	fi
 	while IFS= read -r _line; do RESULT_LINE=$_line; done <"$DEBUGFS/results"
-	echo "$CELL_NO $RESULT_LINE" >>/tmp/cells.results
+	echo "cell=$CELL_NO kernel_alloc=$((VM_ALLOC - alloc0)) kernel_free=$((VM_FREE - free0)) $RESULT_LINE" >>/tmp/cells.results
 	echo "# RESULT $RESULT_LINE"
-	pages=$(check_cell_pages $((VM_ALLOC - alloc0)) $((VM_FREE - free0)))
-	echo "$RESULT_LINE" >/tmp/cell
-	verdict=$(awk -v flavor="$FLAVOR" -f "$SELFTESTS/expect.awk" "$SELFTESTS/expectations.txt" /tmp/cell)
-	status=$(printf '%s' "$verdict" | cut -f 1)
-	desc=$(printf '%s' "$verdict" | cut -f 2)
-	detail=$(printf '%s' "$verdict" | cut -f 3)
-	row=$(printf '%s' "$verdict" | cut -f 4)
-	[ -z "$row" ] || echo "# ROW $row"
-	if [ -n "$pages" ]; then
-		fail "$desc; $pages"
-		return
-	fi
-	case $status in
-	ok) pass "$desc" ;;
-	retry) echo "# RETRY $1" ;;
-	*)
-		fail "$desc"
-		echo "# $detail"
-		echo "# observed: $RESULT_LINE"
-		;;
-	esac
+}
+
+# judge_cells: every cell run in this phase against the expectations and
+# the kernel's page accounting (expect.awk), one KTAP line each; cells to
+# run again in a fresh kernel are printed as "# RETRY SPEC".
+judge_cells() {
+	[ -s /tmp/cells.results ] || return 0
+	awk -v flavor="$FLAVOR" -v max_gain="$CELL_PAGES_MAX_GAIN" -v max_loss="$CELL_PAGES_MAX_LOSS" \
+		-f "$SELFTESTS/expect.awk" "$SELFTESTS/expectations.txt" /tmp/cells.results >/tmp/verdicts ||
+		fail "judge: expect.awk failed"
+	# One verdict per cell, or the judge itself is broken.
+	cells=$(wc -l </tmp/cells.results)
+	verdicts=$(wc -l </tmp/verdicts)
+	[ "$cells" -eq "$verdicts" ] || fail "judge: $verdicts verdicts for $cells cells"
+	tab=$(printf '\t')
+	while IFS=$tab read -r status desc detail row spec; do
+		[ -z "$row" ] || echo "# ROW $row"
+		case $status in
+		ok) pass "$desc" ;;
+		retry) echo "# RETRY $spec" ;;
+		*)
+			fail "$desc"
+			echo "# $detail"
+			;;
+		esac
+	done </tmp/verdicts
+	awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^kernel_(alloc|free)=/) { split($i, kv, "="); v[kv[1]] = kv[2] }
+		print "kernel pages +" v["kernel_alloc"] " -" v["kernel_free"] " net " v["kernel_alloc"] - v["kernel_free"] }' \
+		/tmp/cells.results >>/tmp/cells.pages
 }
 
 # phase_cells SOURCE: SOURCE is "all" or a file of specs.
@@ -373,9 +355,10 @@ phase_cells() {
 	else
 		cp "$1" /tmp/specs
 	fi
-	# Cells after lockdep disarms are run again in a fresh boot, so running
-	# them now is wasted, except for cells:all, which the tests need as one
-	# full matrix in one boot (free pages, detector totals).
+	: >/tmp/cells.results
+	# Cells after lockdep disarms are run again in a fresh kernel, so
+	# running them now is wasted, except for cells:all, which the tests
+	# need as one full matrix in one boot (free pages, detector totals).
 	stop_on_disarm=1
 	[ "$1" != all ] || stop_on_disarm=0
 	[ "$stop_on_disarm" -eq 1 ] || settled_free_pages >/tmp/free_before_matrix
@@ -387,8 +370,11 @@ phase_cells() {
 			continue
 		fi
 		run_cell "$spec"
-		[ "$stop_on_disarm" -eq 0 ] || [ "$(cat "$DEBUGFS/lockdep")" = armed ] || stopped=1
+		[ "$stop_on_disarm" -eq 1 ] || continue
+		read -r armed <"$DEBUGFS/lockdep"
+		[ "$armed" = armed ] || stopped=1
 	done </tmp/specs
+	judge_cells
 	check_log_agreement
 }
 
@@ -403,7 +389,7 @@ check_log_agreement() {
 	verdict=$(awk -v kinds="$KINDS" '
 		BEGIN { nk = split(kinds, kind, " ") }
 		FNR == NR {
-			n = $1
+			n = substr($1, 6)
 			order[++cells] = n
 			for (i = 2; i <= NF; i++) {
 				eq = index($i, "=")
