@@ -13,6 +13,9 @@
 #   cells:all   every cell of the cases file against expectations.txt, each
 #               with the kernel's own page accounting and, at the end, the
 #               kernel log's report headers compared cell by cell
+#   cells:all:K/N
+#               the same for every N-th cell of the cases file from the K-th
+#               (K from 0): N boots share the matrix
 #   cells:FILE  the cells listed in FILE (one spec a line), stopping after the
 #               first cell that disarms lockdep (the rest wait for a new boot)
 #   agreement   the module's totals equal an independent count of the kernel
@@ -52,7 +55,13 @@ check() {
 }
 
 module_loaded() { [ -d /sys/module/rust_gfp_nolocks ]; }
-load_module() { module_loaded || insmod "$MODULE"; }
+# load_module: loads the module unless it is loaded, and marks the kernel
+# log where the totals of phase agreement start counting.
+load_module() {
+	module_loaded && return 0
+	insmod "$MODULE" || return 1
+	echo "rgn: module loaded" >/dev/kmsg
+}
 
 # free_pages: pages that are free or accounted to some consumer: MemFree
 # and the per-cpu lists, plus buffers, page cache, slab, kernel stacks, page
@@ -160,7 +169,6 @@ phase_load() {
 		[ -e "$DEBUGFS/counters/$k" ] || missing="$missing counters/$k"
 	done
 	if [ -z "$missing" ]; then pass "module: debugfs files present"; else fail "module: debugfs files missing:$missing"; fi
-	echo "rgn: module loaded" >/dev/kmsg
 }
 
 # -- badinput ----------------------------------------------------------------
@@ -347,20 +355,26 @@ judge_cells() {
 		/tmp/cells.results >>/tmp/cells.pages
 }
 
-# phase_cells SOURCE: SOURCE is "all" or a file of specs.
+# phase_cells SOURCE: SOURCE is "all", "all:K/N" or a file of specs.
 phase_cells() {
 	load_module
-	if [ "$1" = all ]; then
-		cat "$DEBUGFS/cases" >/tmp/specs
-	else
+	full=1
+	case $1 in
+	all) cat "$DEBUGFS/cases" >/tmp/specs ;;
+	all:*/*)
+		part=${1#all:}
+		awk -v k="${part%/*}" -v n="${part#*/}" '(NR - 1) % n == k' "$DEBUGFS/cases" >/tmp/specs
+		;;
+	*)
 		cp "$1" /tmp/specs
-	fi
+		full=0
+		;;
+	esac
 	: >/tmp/cells.results
 	# Cells after lockdep disarms are run again in a fresh kernel, so
 	# running them now is wasted, except for cells:all, which the tests
-	# need as one full matrix in one boot (free pages, detector totals).
-	stop_on_disarm=1
-	[ "$1" != all ] || stop_on_disarm=0
+	# need as one matrix in one boot (free pages, detector totals).
+	stop_on_disarm=$((1 - full))
 	[ "$stop_on_disarm" -eq 1 ] || settled_free_pages >/tmp/free_before_matrix
 	stopped=0
 	while IFS= read -r spec; do
@@ -453,11 +467,11 @@ drift_from() {
 
 # -- agreement ---------------------------------------------------------------
 
-# Counts report headers in the kernel log since the module was loaded, by the
-# same rules the module uses, but from dmesg after the fact.
+# Counts report headers in the kernel log since the module was last loaded,
+# by the same rules the module uses, but from dmesg after the fact.
 log_report_counts() {
 	dmesg | awk '
-		/rgn: module loaded/ { on = 1; next }
+		/rgn: module loaded/ { on = 1; iwc = sia = swa = other = warn = 0; next }
 		!on { next }
 		{ sub(/^\[[ 0-9.]*\] /, ""); line = $0 }
 		line ~ /^\[ BUG: Invalid wait context \]/ { iwc++ }
