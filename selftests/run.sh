@@ -682,7 +682,30 @@ check_rmmod_during_run() {
 	fi
 }
 
+# reset clears the results and every counter, unattributed included: the
+# interrupt control leaves one unattributed report behind first.
+check_reset() {
+	load_module
+	write_spec control=might_sleep_in_interrupt_on_cell_cpu
+	snapshot
+	before=$SNAPSHOT
+	echo 1 >"$DEBUGFS/reset"
+	snapshot
+	zero="invalid_wait_context=0 sleeping_in_atomic=0 scheduling_while_atomic=0 lockdep_other=0 warning=0 allocs_ok=0 allocs_failed=0 cells_run=0 cells_refused=0 unattributed=0 results=0"
+	case $before in
+	*" unattributed=0 "*) fail "reset: the interrupt control left no unattributed report to clear ($before)" ;;
+	*)
+		if [ "$SNAPSHOT" = "$zero" ]; then
+			pass "reset clears the results and every counter, unattributed too ($before -> all 0)"
+		else
+			fail "reset left '$SNAPSHOT' (before: $before)"
+		fi
+		;;
+	esac
+}
+
 phase_robust() {
+	check_reset
 	check_two_writers
 	check_rmmod_during_run
 	check_autorun
