@@ -102,15 +102,7 @@ pub(crate) fn populate<'a>(state: &'a State, dir: &ScopedDir<'a, '_>) {
     dir.read_callback_file(c"lockdep", state, &show_lockdep);
     let counters = dir.dir(c"counters");
     let c = &state.counters;
-    let names: [&CStr; 5] = [
-        c"invalid_wait_context",
-        c"sleeping_in_atomic",
-        c"scheduling_while_atomic",
-        c"lockdep_other",
-        c"warning",
-    ];
-    debug_assert!(names.len() == REPORT_KINDS.len());
-    for (name, counter) in names.into_iter().zip(&c.reports) {
+    for (name, counter) in REPORT_KINDS.into_iter().zip(&c.reports) {
         counters.read_callback_file(name, counter, &show_counter);
     }
     counters.read_callback_file(c"allocs_ok", &c.allocs_ok, &show_counter);

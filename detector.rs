@@ -10,16 +10,18 @@ use crate::sys::{self, ExecContext};
 use core::ffi::{c_char, c_int, c_uint, c_void};
 use kernel::{
     bindings,
+    prelude::*,
     sync::atomic::{Atomic, Relaxed},
 };
 
-/// Report kinds, in the order of the counters and of the results line.
-pub(crate) const REPORT_KINDS: [&str; 5] = [
-    "invalid_wait_context",
-    "sleeping_in_atomic",
-    "scheduling_while_atomic",
-    "lockdep_other",
-    "warning",
+/// Report kinds, in the order of the counters and of the results line;
+/// also the names of the debugfs counters.
+pub(crate) const REPORT_KINDS: [&CStr; 5] = [
+    c"invalid_wait_context",
+    c"sleeping_in_atomic",
+    c"scheduling_while_atomic",
+    c"lockdep_other",
+    c"warning",
 ];
 const INVALID_WAIT_CONTEXT: usize = 0;
 const SLEEPING_IN_ATOMIC: usize = 1;

@@ -157,7 +157,7 @@ impl fmt::Display for CellResult {
             u8::from(self.lockdep_after)
         )?;
         for (name, count) in REPORT_KINDS.iter().zip(self.observed.reports) {
-            write!(f, " {}={}", name, count)?;
+            write!(f, " {}={}", name.to_str().unwrap_or("?"), count)?;
         }
         writeln!(
             f,
@@ -428,7 +428,8 @@ impl State {
         r.kswapd_wakeups = detector.kswapd_wakeups.load(Relaxed);
         r.allocated = (pages.len() + usize::from(spare.is_some())) as u32;
         // Freed outside the section (freeing takes the same locks), while
-        // still observed: a report from freeing would be the cell's.
+        // still observed: a report from freeing would be the cell's (for
+        // the hardirq row, whose body alone is attributed, unattributed).
         drop(pages);
         drop(spare);
         r.observed = detector.end();

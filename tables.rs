@@ -67,6 +67,10 @@ pub(crate) const CONTEXTS: &[ContextDef] = &[
     context("local_irq_disable", in_local_irq_disable),
     context("raw_spin_lock", |l, f| l.raw.with(f)),
     context("raw_spin_lock_irqsave", |l, f| l.raw.with_irqsave(f)),
+    // Only where the detector can tell hard irq context (x86's per-cpu
+    // preempt_count()): elsewhere the row's reports and buddy-list events
+    // could not be attributed, and the row is absent.
+    #[cfg(CONFIG_X86)]
     hard_interrupt("hardirq", |_, f| sys::in_hardirq(f)),
 ];
 
@@ -183,6 +187,7 @@ pub(crate) const CONTROLS: &[ControlDef] = &[
         "preempt_disable",
         |_| kernel::task::might_sleep(),
     ),
+    #[cfg(CONFIG_X86)]
     control("might_sleep_in_interrupt_on_cell_cpu", "process", |_| {
         sys::in_hardirq(&mut || kernel::task::might_sleep())
     }),

@@ -147,11 +147,21 @@ boot_outputs() {
 unmatched_rows() {
 	boot_outputs "$2" | while read -r _f; do sed -n 's/^# ROW //p' "$_f"; done | sort -u >"$2/rows.hit"
 	awk -v flavor="$1" '
-		FNR == NR { hit[$1] = 1; next }
+		FILENAME == ARGV[1] { hit[$1] = 1; next }
 		/^[ \t]*(#|$)/ { next }
 		{ rows++ }
 		($1 == "*" || $1 == flavor) && !(rows in hit) { printf " %d (%s %s %s %s %s)", rows, $2, $3, $4, $5, $6 }
 	' "$2/rows.hit" "$REPO_ROOT/selftests/expectations.txt"
+}
+
+# incomplete_outputs RUN_DIR: the guest outputs of a run that stop before
+# run.sh's last line ("# phase end"): a guest that died or a shell that
+# aborted part of the way. Their missing tests count as failures.
+incomplete_outputs() {
+	boot_outputs "$1" | while read -r _f; do
+		case $_f in *.failed) continue ;; esac
+		grep -q '^# phase end at ' "$_f" || printf ' %s' "$_f"
+	done
 }
 
 # cell_verdicts RUN_DIR: the KTAP result lines of every boot of a run.

@@ -13,7 +13,7 @@
 # lock than the per-cpu path under test); or a cell that started with
 # lockdep disarmed, when all else it could check agreed.
 # row: the number of the expectation row that matched (comments and blank
-# lines not counted), so the host can tell rows that match no cell.
+# lines not counted), so the host can tell rows that match no cell; 0: none.
 # spec: the cell's spec, to run it again.
 BEGIN {
 	nkinds = split("invalid_wait_context sleeping_in_atomic scheduling_while_atomic lockdep_other warning", kinds, " ")
@@ -60,7 +60,7 @@ FNR == NR {
 		    match_field(ralloc[r], alloc) && match_field(rgfp[r], gfp) && match_field(rpath[r], path))
 			row = r
 	if (!row) {
-		printf "not_ok\t%s: no expectation row matches\t%s\t\t%s\n", name, $0, spec
+		printf "not_ok\t%s: no expectation row matches\t%s\t0\t%s\n", name, $0, spec
 		next
 	}
 	check(row)

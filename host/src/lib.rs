@@ -494,6 +494,44 @@ pub fn diff(a: &Report, b: &Report) -> Vec<String> {
     out
 }
 
+/// The specs a guest announced it must answer (`# CASE SPEC` lines).
+pub fn parse_cases(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix("# CASE "))
+        .map(|s| s.trim().to_string())
+        .collect()
+}
+
+/// Whether `cell` answers `case`: every `key=value` of the case (a spec,
+/// perhaps without its defaults) is in the cell's spec.
+fn answers(cell: &Cell, case: &str) -> bool {
+    let tokens: Vec<&str> = cell.spec.split_ascii_whitespace().collect();
+    case.split_ascii_whitespace().all(|t| tokens.contains(&t))
+}
+
+/// Every case has a settled answer among `cells`: returns the cases that
+/// have none (missing, or observed only unsettled), each with why.
+pub fn unanswered(cases: &[String], cells: &[Cell]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for case in cases {
+        if seen.contains(&case.as_str()) {
+            continue;
+        }
+        seen.push(case);
+        let found: Vec<&Cell> = cells.iter().filter(|c| answers(c, case)).collect();
+        if found.is_empty() {
+            out.push(format!("{case}: no result"));
+        } else if !found.iter().any(|c| c.settled()) {
+            out.push(format!(
+                "{case}: never observed settled (lockdep armed, pure path)"
+            ));
+        }
+    }
+    out
+}
+
 /// Compares the answers of two runs of the same cells (say, from fresh
 /// boots and from restores of a saved state): for each cell of `a`, the
 /// report kinds (its symbol) and the path taken must be the same in `b`.
@@ -501,6 +539,14 @@ pub fn diff(a: &Report, b: &Report) -> Vec<String> {
 pub fn same_answers(a: &[Cell], b: &[Cell]) -> (Vec<String>, bool) {
     let mut lines = Vec::new();
     let mut all = true;
+    for cb in b.iter().filter(|cb| !a.iter().any(|ca| ca.spec == cb.spec)) {
+        all = false;
+        lines.push(format!(
+            "missing {}: nothing against {}",
+            cb.spec,
+            cb.symbol()
+        ));
+    }
     for ca in a {
         let answer = |c: &Cell| format!("{} {}", c.symbol(), c.path);
         match b.iter().find(|cb| cb.spec == ca.spec) {

@@ -3,7 +3,10 @@
 //! `rgn-report`: merge the boots of a flavor into JSON, and show or draw
 //! the results of one or more flavors.
 
-use rgn_report::{config_flags, diff, merge, parse_boot, same_answers, svg, Report, LEGEND};
+use rgn_report::{
+    config_flags, diff, merge, parse_boot, parse_cases, same_answers, svg, unanswered, Report,
+    LEGEND,
+};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -11,7 +14,8 @@ const USAGE: &str = "usage:
   rgn-report merge --kernel VERSION --flavor FLAVOR --config DOT_CONFIG --out JSON BOOT_OUTPUT...
   rgn-report show JSON...
   rgn-report svg --out SVG JSON...
-  rgn-report same OUTPUT... -- OUTPUT...   (same answers in both runs; exit 1 if not)";
+  rgn-report same OUTPUT... -- OUTPUT...   (same answers in both runs; exit 1 if not)
+  rgn-report complete OUTPUT...            (every '# CASE' has a settled result; exit 1 if not)";
 
 fn read(path: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))
@@ -154,6 +158,33 @@ fn cmd_same(args: &[String]) -> Result<bool, String> {
     Ok(all)
 }
 
+fn cmd_complete(files: &[String]) -> Result<bool, String> {
+    let mut cases = Vec::new();
+    for f in files {
+        cases.extend(parse_cases(&read(f)?));
+    }
+    if cases.is_empty() {
+        println!("no '# CASE' line in the outputs: nothing says which cells must be answered");
+        return Ok(false);
+    }
+    let missing = unanswered(&cases, &merged(files)?);
+    let distinct = {
+        let mut c = cases.clone();
+        c.sort();
+        c.dedup();
+        c.len()
+    };
+    println!(
+        "{} of {} cases answered",
+        distinct - missing.len(),
+        distinct
+    );
+    for m in &missing {
+        println!("{m}");
+    }
+    Ok(missing.is_empty())
+}
+
 fn cmd_svg(args: &[String]) -> Result<(), String> {
     let (opts, files) = options(args, &["out"])?;
     let reports = files
@@ -173,6 +204,7 @@ fn main() -> ExitCode {
         Some("show") => cmd_show(&args[1..]).map(|()| true),
         Some("svg") => cmd_svg(&args[1..]).map(|()| true),
         Some("same") => cmd_same(&args[1..]),
+        Some("complete") => cmd_complete(&args[1..]),
         _ => Err(USAGE.to_string()),
     };
     match result {

@@ -3,7 +3,9 @@
 //! Parsing, merging and rendering on fixtures: guest outputs captured from
 //! real boots of the test kernels (`tests/fixtures/`).
 
-use rgn_report::{config_flags, diff, merge, parse_boot, same_answers, svg, Cell, Report};
+use rgn_report::{
+    config_flags, diff, merge, parse_boot, parse_cases, same_answers, svg, unanswered, Cell, Report,
+};
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!(
@@ -311,8 +313,9 @@ fn same_answers_requires_each_cell_armed_with_equal_kinds_and_path() {
         113 - 39
     );
     let armed: Vec<Cell> = b.iter().filter(|c| c.lockdep_armed).cloned().collect();
-    assert!(same_answers(&armed, &b).1);
-    let mut other = b.clone();
+    assert!(same_answers(&armed, &armed.clone()).1);
+    // One report kind more on one side: that cell differs.
+    let mut other = armed.clone();
     let spec = "ctx=raw_spin_lock alloc=get_free_page gfp=GFP_NOWAIT ";
     let c = other.iter_mut().find(|c| c.spec.starts_with(spec)).unwrap();
     c.reports.insert("sleeping_in_atomic".into(), 1);
@@ -323,13 +326,41 @@ fn same_answers_requires_each_cell_armed_with_equal_kinds_and_path() {
         1,
         "{lines:?}"
     );
+    // A cell missing on either side fails.
     other.retain(|c| !c.spec.starts_with(spec));
-    let (lines, _) = same_answers(&armed, &other);
-    assert!(lines.iter().any(|l| l.starts_with("missing ")));
+    let (lines, all) = same_answers(&armed, &other);
+    assert!(!all && lines.iter().any(|l| l.starts_with("missing ")));
+    let (lines, all) = same_answers(&other, &armed);
+    assert!(!all && lines.iter().any(|l| l.starts_with("missing ")));
     let mut restored = report("lockdep", &boots("lockdep", 1));
     restored.boots = 1;
     restored.restores = 37;
     assert!(restored
         .table()
         .starts_with("lockdep 7.3.4 (PREEMPT, PROVE_RAW_LOCK_NESTING), 1 boot, 37 restores"));
+}
+
+#[test]
+fn every_case_needs_a_settled_answer() {
+    // Boot 1 of the fixture announces its cases; boots 2 and 3 settle two
+    // of the 39 cells boot 1 saw with lockdep disarmed.
+    let cases: Vec<String> = (1..=3)
+        .flat_map(|i| parse_cases(&fixture(&format!("lockdep-boot-{i}.out"))))
+        .collect();
+    assert!(cases.contains(&"control=empty".to_string()));
+    let b = boots("lockdep", 3);
+    let missing = unanswered(&cases, &merge(&b));
+    assert_eq!(missing.len(), 39, "{missing:#?}");
+    assert!(missing
+        .iter()
+        .all(|m| m.ends_with("never observed settled (lockdep armed, pure path)")));
+    // A case nobody ran is missing.
+    let extra = vec!["ctx=process alloc=get_free_page gfp=GFP_NOWAIT path=pcp n=7".to_string()];
+    assert_eq!(
+        unanswered(&extra, &merge(&b)),
+        vec![format!("{}: no result", extra[0])]
+    );
+    // Short specs match the full spec of their cell.
+    let short = vec!["ctx=process alloc=get_free_page gfp=GFP_ATOMIC path=pcp n=64".to_string()];
+    assert!(unanswered(&short, &merge(&b)).is_empty());
 }
