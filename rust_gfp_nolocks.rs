@@ -31,6 +31,19 @@
 //! One file per concern: `sys` (the FFI corner), `tables`, `spec`,
 //! `detector`, `runner` and `debugfs`.
 
+/// A module parameter's value, by copy: `value()` returns one where the
+/// kernel crate has `value_ref()` beside it (detected by `Kbuild`), and a
+/// reference before.
+macro_rules! param {
+    ($name:ident) => {{
+        #[cfg(have_param_value_copy)]
+        let value = module_parameters::$name.value();
+        #[cfg(not(have_param_value_copy))]
+        let value = *module_parameters::$name.value();
+        value
+    }};
+}
+
 mod debugfs;
 mod detector;
 mod runner;
@@ -49,10 +62,11 @@ module! {
     authors: ["rust_gfp_nolocks developers"],
     description: "Which GFP masks are legal in which atomic contexts, with the kernel's reports per cell",
     license: "GPL",
+    // 0/1 rather than bool, which kernel crates before 7.3 cannot parse.
     params: {
-        autorun: bool {
-            default: false,
-            description: "Run the selected cells at load time and log a summary",
+        autorun: u32 {
+            default: 0,
+            description: "1: run the selected cells at load time and log a summary",
         },
         contexts: u64 {
             default: u64::MAX,
@@ -66,9 +80,9 @@ module! {
             default: u64::MAX,
             description: "Autorun: bit i selects row i of the allocators table",
         },
-        controls: bool {
-            default: true,
-            description: "Autorun: also run the control cells",
+        controls: u32 {
+            default: 1,
+            description: "Autorun: 1 (default) to also run the control cells, 0 not to",
         },
     },
 }
@@ -122,7 +136,7 @@ impl kernel::Module for GfpNoLocks {
             _probes: probes,
             state,
         };
-        if module_parameters::autorun.value() {
+        if param!(autorun) != 0 {
             module.autorun()?;
         }
         Ok(module)
@@ -134,12 +148,8 @@ impl GfpNoLocks {
     /// such and the run goes on.
     fn autorun(&self) -> Result {
         let selected = |mask: u64, i: usize| i >= 64 || mask & (1 << i) != 0;
-        let (ctxs, masks, allocs) = (
-            module_parameters::contexts.value(),
-            module_parameters::masks.value(),
-            module_parameters::allocators.value(),
-        );
-        let with_controls = module_parameters::controls.value();
+        let (ctxs, masks, allocs) = (param!(contexts), param!(masks), param!(allocators));
+        let with_controls = param!(controls) != 0;
         let serialized = self.state.run_lock.lock();
         self.state.run_all(|cell| match cell {
             Cell::Alloc(a) => {

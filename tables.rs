@@ -4,8 +4,9 @@
 //! one line; the spec grammar, `cases`, `run all` and autorun follow them.
 
 use crate::sys;
+#[cfg(have_local_interrupt_disable)]
+use kernel::interrupt;
 use kernel::{
-    interrupt,
     prelude::*,
     sync::{rcu, SpinLock},
 };
@@ -64,6 +65,7 @@ pub(crate) const CONTEXTS: &[ContextDef] = &[
     context("spin_lock", in_spin_lock),
     #[cfg(any(CONFIG_DEBUG_PREEMPT, CONFIG_TRACE_PREEMPT_TOGGLE))]
     context("preempt_disable", |_, f| sys::with_preempt_disabled(f)),
+    #[cfg(have_local_interrupt_disable)]
     context("local_irq_disable", in_local_irq_disable),
     context("raw_spin_lock", |l, f| l.raw.with(f)),
     context("raw_spin_lock_irqsave", |l, f| l.raw.with_irqsave(f)),
@@ -86,7 +88,9 @@ fn in_spin_lock(locks: &Locks, f: &mut dyn FnMut()) {
 
 /// `local_interrupt_disable()` is `local_irq_save()` plus a nesting count in
 /// preempt_count; `irqs_disabled()`, what the allocator and
-/// `__might_resched()` test, is true either way.
+/// `__might_resched()` test, is true either way. Kernel crates without it
+/// (before 7.3) have no row.
+#[cfg(have_local_interrupt_disable)]
 fn in_local_irq_disable(_: &Locks, f: &mut dyn FnMut()) {
     let _guard = interrupt::local_interrupt_disable();
     f();

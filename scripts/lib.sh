@@ -6,9 +6,19 @@
 
 REPO_ROOT=$(CDPATH='' cd -- "$(dirname -- "$0")/.." && pwd)
 CACHE_DIR=${RGN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/rust-gfp-nolocks}
-KERNEL_SERIES=${RGN_KERNEL_SERIES:-7.3}
+# The Debian kernel sources the module is known to work with, newest last;
+# KERNEL (make KERNEL=7.2, or the environment) picks one, default the newest.
+SUPPORTED_KERNELS="7.2 7.3"
+KERNEL_SERIES=${KERNEL:-${RGN_KERNEL_SERIES:-${SUPPORTED_KERNELS##* }}}
+export KERNEL="$KERNEL_SERIES"
 export KERNEL_SRC_PKG="linux-source-$KERNEL_SERIES"
-export KERNEL_SRC_SUITE=trixie-backports
+# Where Debian publishes kernel sources newer than bookworm's: the newest
+# version among these suites is used.
+export KERNEL_SRC_SUITES="trixie-backports forky sid"
+# Per kernel: test runs, saved VM states and module builds.
+export RUNS_DIR="$CACHE_DIR/runs/$KERNEL_SERIES"
+export STATES_DIR="$CACHE_DIR/states/$KERNEL_SERIES"
+export MODULES_DIR="$CACHE_DIR/module/$KERNEL_SERIES"
 LLVM_SUFFIX=-19
 export FLAVORS="lockdep rt"
 
@@ -51,8 +61,8 @@ check_flavor() {
 
 # kernel_src_dir: the unpacked kernel source tree (set by scripts/setup).
 kernel_src_dir() {
-	_d=$(cat "$CACHE_DIR/src/current" 2>/dev/null) ||
-		die "no kernel source unpacked in $CACHE_DIR/src: run scripts/setup"
+	_d=$(cat "$CACHE_DIR/src/current-$KERNEL_SERIES" 2>/dev/null) ||
+		die "no $KERNEL_SRC_PKG unpacked in $CACHE_DIR/src: run scripts/setup (with KERNEL=$KERNEL_SERIES)"
 	[ -f "$_d/Makefile" ] || die "kernel source $_d is incomplete: delete $CACHE_DIR/src and run scripts/setup"
 	printf '%s\n' "$_d"
 }

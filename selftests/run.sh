@@ -251,10 +251,12 @@ phase_badinput() {
 config_has() { zcat /proc/config.gz | grep -q "^$1=y$"; }
 
 # expected_cases: the cells the module's tables call for on this kernel,
-# derived from the kernel itself (config and exported symbols), never from
-# the module: the preempt_disable row needs CONFIG_DEBUG_PREEMPT or
-# CONFIG_TRACE_PREEMPT_TOGGLE (preempt_count_add() is exported only then),
-# alloc_pages_nolock() needs the symbol, which Kbuild detects.
+# the rows that depend on the kernel decided from the kernel itself (config
+# and symbols), never from the module: the preempt_disable row needs
+# CONFIG_DEBUG_PREEMPT or CONFIG_TRACE_PREEMPT_TOGGLE (preempt_count_add()
+# is exported only then), local_irq_disable the kernel crate's
+# local_interrupt_disable() (its C helper is in kallsyms), and
+# alloc_pages_nolock() its symbol; Kbuild detects the same in the tree.
 expected_cases() {
 	preempt=""
 	if config_has CONFIG_DEBUG_PREEMPT || config_has CONFIG_TRACE_PREEMPT_TOGGLE; then
@@ -262,12 +264,14 @@ expected_cases() {
 	fi
 	nolock=0
 	grep -q ' alloc_pages_nolock_noprof$' /proc/kallsyms && nolock=1
+	irq=""
+	! grep -q ' rust_helper_local_interrupt_disable$' /proc/kallsyms || irq=local_irq_disable
 	masks="GFP_KERNEL GFP_NOWAIT GFP_ATOMIC 0 __GFP_HIGH GFP_ATOMIC|__GFP_NOWARN"
 	# The hard irq row and control need x86 (the detector reads x86's
 	# per-cpu preempt_count() to attribute them).
 	hardirq=""
 	[ "$(uname -m)" != x86_64 ] || hardirq=hardirq
-	for ctx in process rcu_read_lock spin_lock $preempt local_irq_disable raw_spin_lock raw_spin_lock_irqsave $hardirq; do
+	for ctx in process rcu_read_lock spin_lock $preempt $irq raw_spin_lock raw_spin_lock_irqsave $hardirq; do
 		[ "$nolock" -eq 0 ] || echo "ctx=$ctx alloc=alloc_pages_nolock gfp=0 order=0 path=zone_lock n=4096"
 		for m in $masks; do echo "ctx=$ctx alloc=get_free_page gfp=$m order=0 path=zone_lock n=4096"; done
 		for m in $masks; do echo "ctx=$ctx alloc=get_free_pages gfp=$m order=4 path=zone_lock n=4096"; done
