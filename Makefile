@@ -8,6 +8,7 @@
 KDIR ?= /lib/modules/$(shell uname -r)/build
 LLVM ?= 1
 KERNEL ?=
+KERNELS ?=
 
 default: modules
 
@@ -19,9 +20,10 @@ kdir-check:
 modules clean rust-analyzer: kdir-check
 	$(MAKE) -C $(KDIR) M=$$PWD LLVM=$(LLVM) $@
 
-# KERNEL=7.2 runs them on another supported Debian kernel (default: newest).
+# KERNEL=7.2 runs them on another supported Debian kernel (default: newest);
+# make matrix KERNELS="7.2 7.3" runs on both and prints what differs.
 matrix:
-	KERNEL=$(KERNEL) scripts/matrix
+	KERNEL=$(KERNEL) KERNELS="$(KERNELS)" scripts/matrix
 
 check:
 	KERNEL=$(KERNEL) scripts/check

@@ -67,6 +67,13 @@ kernel_src_dir() {
 	printf '%s\n' "$_d"
 }
 
+# series_version SERIES: the version of the unpacked source of a series
+# (e.g. 7.2 -> 7.2.13), once scripts/setup fetched it.
+series_version() {
+	_d=$(cat "$CACHE_DIR/src/current-$1" 2>/dev/null) || die "no linux-source-$1 unpacked: run KERNEL=$1 scripts/setup"
+	kernel_version "$_d"
+}
+
 # kernel_version DIR: the version a kernel tree's Makefile declares, e.g. 7.3.4.
 kernel_version() {
 	awk '/^VERSION =/ { v = $3 } /^PATCHLEVEL =/ { p = $3 } /^SUBLEVEL =/ { s = $3 }

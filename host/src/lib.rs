@@ -465,10 +465,17 @@ reserves and failures, where NOWAIT, ATOMIC, 0 and HIGH differ, are not exercise
 
 /// Cells whose symbol differs between two flavors, one line each.
 pub fn diff(a: &Report, b: &Report) -> Vec<String> {
+    // Two flavors of one kernel are named by flavor, one flavor of two
+    // kernels by kernel.
+    let (la, lb) = if a.flavor == b.flavor {
+        (a.kernel.as_str(), b.kernel.as_str())
+    } else {
+        (a.flavor.as_str(), b.flavor.as_str())
+    };
     let mut out = Vec::new();
     for ca in &a.cells {
         let Some(cb) = b.cells.iter().find(|c| c.spec == ca.spec) else {
-            out.push(format!("{}: only on {}", ca.spec, a.flavor));
+            out.push(format!("{}: only on {}", ca.spec, la));
             continue;
         };
         if ca.symbol() != cb.symbol() {
@@ -477,9 +484,9 @@ pub fn diff(a: &Report, b: &Report) -> Vec<String> {
                 ca.context,
                 ca.allocator,
                 ca.gfp,
-                a.flavor,
+                la,
                 ca.symbol(),
-                b.flavor,
+                lb,
                 cb.symbol()
             ));
         }
@@ -489,7 +496,7 @@ pub fn diff(a: &Report, b: &Report) -> Vec<String> {
         .iter()
         .filter(|cb| !a.cells.iter().any(|ca| ca.spec == cb.spec))
     {
-        out.push(format!("{}: only on {}", cb.spec, b.flavor));
+        out.push(format!("{}: only on {}", cb.spec, lb));
     }
     out
 }

@@ -15,7 +15,8 @@ const USAGE: &str = "usage:
   rgn-report show JSON...
   rgn-report svg --out SVG JSON...
   rgn-report same OUTPUT... -- OUTPUT...   (same answers in both runs; exit 1 if not)
-  rgn-report complete OUTPUT...            (every '# CASE' has a settled result; exit 1 if not)";
+  rgn-report complete OUTPUT...            (every '# CASE' has a settled result; exit 1 if not)
+  rgn-report diff JSON JSON                (the cells whose answer differs)";
 
 fn read(path: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))
@@ -185,6 +186,25 @@ fn cmd_complete(files: &[String]) -> Result<bool, String> {
     Ok(missing.is_empty())
 }
 
+fn cmd_diff(args: &[String]) -> Result<(), String> {
+    let [a, b] = args else {
+        return Err("diff needs two results files".into());
+    };
+    let (a, b) = (load(a)?, load(b)?);
+    let d = diff(&a, &b);
+    let name = |r: &Report| format!("{} {}", r.kernel, r.flavor);
+    println!(
+        "differences between {} and {}: {}",
+        name(&a),
+        name(&b),
+        d.len()
+    );
+    for line in d {
+        println!("  {line}");
+    }
+    Ok(())
+}
+
 fn cmd_svg(args: &[String]) -> Result<(), String> {
     let (opts, files) = options(args, &["out"])?;
     let reports = files
@@ -205,6 +225,7 @@ fn main() -> ExitCode {
         Some("svg") => cmd_svg(&args[1..]).map(|()| true),
         Some("same") => cmd_same(&args[1..]),
         Some("complete") => cmd_complete(&args[1..]),
+        Some("diff") => cmd_diff(&args[1..]).map(|()| true),
         _ => Err(USAGE.to_string()),
     };
     match result {

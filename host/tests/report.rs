@@ -366,3 +366,30 @@ fn every_case_needs_a_settled_answer() {
     let short = vec!["ctx=process alloc=get_free_page gfp=GFP_ATOMIC path=pcp n=64".to_string()];
     assert!(unanswered(&short, &merge(&b)).is_empty());
 }
+
+#[test]
+fn a_diff_between_kernels_names_the_kernels() {
+    let a = report("lockdep", &boots("lockdep", 3));
+    let mut b = a.clone();
+    b.kernel = "7.2.13".into();
+    // 7.2 has no local_irq_disable row.
+    b.cells.retain(|c| c.context != "local_irq_disable");
+    let spec = "ctx=process alloc=get_free_page gfp=GFP_ATOMIC order=0 path=zone_lock ";
+    let c = b
+        .cells
+        .iter_mut()
+        .find(|c| c.spec.starts_with(spec))
+        .unwrap();
+    c.reports.insert("warning".into(), 1);
+    let d = diff(&a, &b);
+    assert!(
+        d.contains(&"process get_free_page GFP_ATOMIC: 7.3.4 ., 7.2.13 !".to_string()),
+        "{d:#?}"
+    );
+    // 13 cells of the local_irq_disable row, plus the changed one.
+    assert_eq!(
+        d.iter().filter(|l| l.ends_with(": only on 7.3.4")).count(),
+        13
+    );
+    assert_eq!(d.len(), 14);
+}
