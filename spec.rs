@@ -210,17 +210,16 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
         )));
     }
     let order = match order {
-        Some(o) if o > def.max_order && def.max_order == def.default_order => {
-            return Err(bad(format_args!(
-                "{} has order {} only, not {}",
-                def.name, def.default_order, o
-            )))
-        }
         Some(o) if o > def.max_order => {
+            let allowed = if def.max_order == def.default_order {
+                "only"
+            } else {
+                "at most"
+            };
             return Err(bad(format_args!(
-                "{} takes order {} at most, not {}",
-                def.name, def.max_order, o
-            )))
+                "{} takes order {} {}, not {}",
+                def.name, def.max_order, allowed, o
+            )));
         }
         Some(o) => o,
         None => def.default_order,

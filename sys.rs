@@ -198,6 +198,13 @@ pub(crate) struct Headroom {
     pub(crate) blocks: usize,
 }
 
+impl Headroom {
+    /// Pages the zone can give in blocks of `order`: the lesser limit.
+    fn capacity(&self, order: u32) -> usize {
+        self.pages.min(self.blocks << order)
+    }
+}
+
 /// One zone's headroom for `order`.
 ///
 /// # Safety
@@ -254,7 +261,7 @@ unsafe fn node_headroom(node: *const bindings::pglist_data, order: u32) -> Headr
     for z in 0..=bindings::zone_type_ZONE_NORMAL as usize {
         // SAFETY: `z` indexes `node_zones`; the node is live (caller).
         let h = unsafe { zone_headroom(&raw const (*node).node_zones[z], order) };
-        if h.pages.min(h.blocks << order) > best.pages.min(best.blocks << order) {
+        if h.capacity(order) > best.capacity(order) {
             best = h;
         }
     }
@@ -291,7 +298,7 @@ pub(crate) fn headroom(order: u32) -> Headroom {
         if !node.is_null() {
             // SAFETY: A live node, checked non-NULL just above.
             let h = unsafe { node_headroom(node, order) };
-            if h.pages.min(h.blocks << order) > best.pages.min(best.blocks << order) {
+            if h.capacity(order) > best.capacity(order) {
                 best = h;
             }
         }

@@ -421,51 +421,7 @@ phase_cells() {
 check_log_agreement() {
 	[ -s /tmp/cells.results ] || return 0
 	dmesg >/tmp/dmesg
-	verdict=$(awk -v kinds="$KINDS" '
-		BEGIN { nk = split(kinds, kind, " ") }
-		FNR == NR {
-			n = substr($1, 6)
-			order[++cells] = n
-			for (i = 2; i <= NF; i++) {
-				eq = index($i, "=")
-				v[n "," substr($i, 1, eq - 1)] = substr($i, eq + 1)
-			}
-			next
-		}
-		{ sub(/^\[[ 0-9.]*\] /, ""); line = $0 }
-		line ~ /^rgn: cell [0-9]+ begin$/ { split(line, w, " "); cur = w[3]; seen[cur] = 1; prev = line; next }
-		line ~ /^rgn: cell [0-9]+ end$/ { cur = ""; prev = line; next }
-		cur != "" {
-			k = ""
-			if (line ~ /^\[ BUG: Invalid wait context \]/) k = "invalid_wait_context"
-			else if (line ~ /^BUG: sleeping function called from invalid context/) k = "sleeping_in_atomic"
-			else if (line ~ /^BUG: scheduling while atomic/) k = "scheduling_while_atomic"
-			else if (line ~ /^(WARNING:|BUG:|\[ BUG:)/) k = (prev ~ /^========/) ? "lockdep_other" : "warning"
-			if (k != "") log_count[cur "," k]++
-		}
-		{ prev = line }
-		END {
-			bad = ""
-			for (c = 1; c <= cells; c++) {
-				n = order[c]
-				name = (v[n ",kind"] == "control") ? "control=" v[n ",control"] : v[n ",ctx"] "/" v[n ",alloc"] "/" v[n ",gfp"] "/" v[n ",path"]
-				if (!(n in seen)) { bad = bad " cell " n " (" name "): no marker in the log;"; continue }
-				msum = 0; lsum = 0; diff = ""; short = 0
-				for (i = 1; i <= nk; i++) {
-					m = v[n "," kind[i]] + 0; l = log_count[n "," kind[i]] + 0
-					msum += m; lsum += l
-					if (m != l) diff = diff " " kind[i] " module " m " log " l
-					if (l < m) short = 1
-				}
-				# With reports from others in the window, the log holds at
-				# least the reports of the cell for each kind, and in all
-				# exactly those plus the unattributed ones.
-				u = v[n ",unattributed"] + 0
-				if ((u == 0 && diff != "") || (u > 0 && (short || lsum != msum + u)))
-					bad = bad " cell " n " (" name "):" diff " unattributed " u ";"
-			}
-			printf "%s\t%d\t%s\n", (bad == "" ? "ok" : "not_ok"), cells, bad
-		}' /tmp/cells.results /tmp/dmesg)
+	verdict=$(awk -v mode=cells -f "$SELFTESTS/log-headers.awk" /tmp/cells.results /tmp/dmesg)
 	cells=$(printf '%s' "$verdict" | cut -f 2)
 	if [ "$(printf '%s' "$verdict" | cut -f 1)" = ok ]; then
 		pass "detector agrees with the kernel log cell by cell ($cells cells, report headers between each cell's markers)"
@@ -491,18 +447,8 @@ drift_from() {
 # Counts report headers in the kernel log since the module was last loaded,
 # by the same rules the module uses, but from dmesg after the fact.
 log_report_counts() {
-	dmesg | awk '
-		/rgn: module loaded/ { on = 1; iwc = sia = swa = other = warn = 0; next }
-		!on { next }
-		{ sub(/^\[[ 0-9.]*\] /, ""); line = $0 }
-		line ~ /^\[ BUG: Invalid wait context \]/ { iwc++ }
-		line ~ /^BUG: sleeping function called from invalid context/ { sia++ }
-		line ~ /^BUG: scheduling while atomic/ { swa++ }
-		line !~ /^(\[ BUG: Invalid wait context \]|BUG: sleeping function|BUG: scheduling while atomic)/ && line ~ /^(WARNING:|BUG:|\[ BUG:)/ {
-			if (prev ~ /^========/) other++; else warn++
-		}
-		{ prev = line }
-		END { printf "invalid_wait_context=%d sleeping_in_atomic=%d scheduling_while_atomic=%d lockdep_other=%d warning=%d\n", iwc, sia, swa, other, warn }'
+	dmesg >/tmp/dmesg
+	awk -v mode=totals -f "$SELFTESTS/log-headers.awk" /tmp/dmesg
 }
 
 phase_agreement() {
