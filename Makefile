@@ -9,6 +9,7 @@ KDIR ?= /lib/modules/$(shell uname -r)/build
 LLVM ?= 1
 KERNEL ?=
 KERNELS ?=
+KSRC ?=
 
 default: modules
 
@@ -21,9 +22,10 @@ modules clean rust-analyzer: kdir-check
 	$(MAKE) -C $(KDIR) M=$$PWD LLVM=$(LLVM) $@
 
 # KERNEL=7.2 runs them on another supported Debian kernel (default: newest);
-# make matrix KERNELS="7.2 7.3" runs on both and prints what differs.
+# make matrix KERNELS="7.2 7.3" runs on both and prints what differs;
+# make matrix KSRC=/path/to/linux builds and runs your own source tree.
 matrix:
-	KERNEL=$(KERNEL) KERNELS="$(KERNELS)" scripts/matrix
+	KERNEL=$(KERNEL) KERNELS="$(KERNELS)" KSRC="$(KSRC)" scripts/matrix
 
 check:
 	KERNEL=$(KERNEL) scripts/check

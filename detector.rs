@@ -52,6 +52,10 @@ fn classify(line: &[u8], after_rule: bool) -> Option<usize> {
     }
 }
 
+fn contains(line: &[u8], needle: &[u8]) -> bool {
+    line.windows(needle.len()).any(|w| w == needle)
+}
+
 fn is_rule(line: &[u8]) -> bool {
     line.len() >= 8 && line.iter().all(|&b| b == b'=')
 }
@@ -82,6 +86,8 @@ pub(crate) struct Detector {
     /// takes the wait queue's `spinlock_t`. The per-cpu path does this too
     /// when the zone's watermark is boosted (`ZONE_BOOSTED_WATERMARK`).
     pub(crate) kswapd_wakeups: Atomic<u64>,
+    /// `warn_alloc()`'s "page allocation failure" lines.
+    pub(crate) alloc_warnings: Atomic<u64>,
     after_rule: Atomic<bool>,
     /// `jiffies` of the last "sleeping function called" report, from any task:
     /// `__might_resched()` prints at most once per HZ, system-wide.
@@ -109,6 +115,7 @@ impl Detector {
             zone_locked: Atomic::new(0),
             extfrag: Atomic::new(0),
             kswapd_wakeups: Atomic::new(0),
+            alloc_warnings: Atomic::new(0),
             after_rule: Atomic::new(false),
             last_sleep_report: Atomic::new(sys::jiffies()),
             unattributed: Atomic::new(0),
@@ -150,6 +157,9 @@ impl Detector {
             return;
         }
         self.after_rule.store(is_rule(line), Relaxed);
+        if contains(line, b"page allocation failure: order:") {
+            self.alloc_warnings.fetch_add(1, Relaxed);
+        }
         if let Some(kind) = kind {
             self.reports[kind].fetch_add(1, Relaxed);
         }
@@ -170,6 +180,7 @@ impl Detector {
         self.zone_locked.store(0, Relaxed);
         self.extfrag.store(0, Relaxed);
         self.kswapd_wakeups.store(0, Relaxed);
+        self.alloc_warnings.store(0, Relaxed);
         self.cell_unattributed.store(0, Relaxed);
         self.after_rule.store(false, Relaxed);
         self.hardirq_cell.store(hardirq, Relaxed);

@@ -26,6 +26,13 @@ pub(crate) const MAX_RESULTS: usize = 4096;
 /// How often a `path=pcp` cell is run again when its task left the CPU
 /// whose per-cpu list it filled.
 const PCP_ATTEMPTS: u32 = 5;
+/// Most blocks `path=slowpath` holds while memory is drained.
+const DRAIN_MAX_BLOCKS: usize = 1 << 16;
+/// Reasons a run of a cell does not answer it (`unsettled=`).
+const FASTPATH_OPEN: &str = "fastpath_open";
+const KSWAPD_AWAKE: &str = "kswapd_awake";
+const KSWAPD_HOPELESS: &str = "kswapd_hopeless";
+const WARN_SPENT: &str = "warn_spent";
 /// Memory a blocking mask in an atomic cell must leave free above the
 /// watermarks, for whatever else runs meanwhile: 16 MiB.
 const MARGIN_PAGES: usize = 16 << (20 - kernel::page::PAGE_SHIFT);
@@ -76,6 +83,14 @@ pub(crate) struct CellResult {
     attempts: u32,
     /// Whether the last run left the CPU whose per-cpu list it filled.
     migrated: bool,
+    /// Why this observation does not answer the cell, though it ran: the
+    /// state it needed was not there (`path=slowpath`: a zone above its low
+    /// watermark, kswapd awake or hopeless), or the kernel's allocation
+    /// failure warning was spent (`warn_alloc()` prints once per 10 s).
+    /// The cell must run again from a fresh state.
+    unsettled: Option<&'static str>,
+    /// "page allocation failure" warnings the cell printed (`warn_alloc()`).
+    alloc_warnings: u64,
     zone_locked_pages: u64,
     extfrag_events: u64,
     kswapd_wakeups: u64,
@@ -99,6 +114,8 @@ impl CellResult {
             failed: 0,
             attempts: 0,
             migrated: false,
+            unsettled: None,
+            alloc_warnings: 0,
             zone_locked_pages: 0,
             extfrag_events: 0,
             kswapd_wakeups: 0,
@@ -140,7 +157,7 @@ impl fmt::Display for CellResult {
         )?;
         write!(
             f,
-            " iterations={} allocated={} failed={} attempts={} migrated={} zone_locked_pages={} extfrag_events={} kswapd_wakeups={}",
+            " iterations={} allocated={} failed={} attempts={} migrated={} zone_locked_pages={} extfrag_events={} kswapd_wakeups={} alloc_warnings={} unsettled={}",
             self.iterations,
             self.allocated,
             self.failed,
@@ -148,7 +165,9 @@ impl fmt::Display for CellResult {
             u8::from(self.migrated),
             self.zone_locked_pages,
             self.extfrag_events,
-            self.kswapd_wakeups
+            self.kswapd_wakeups,
+            self.alloc_warnings,
+            self.unsettled.unwrap_or("-")
         )?;
         write!(
             f,
@@ -354,7 +373,10 @@ impl State {
             }
             let mut r = self.alloc_section(cell)?;
             r.attempts = attempts;
-            if !r.migrated || attempts == PCP_ATTEMPTS || self.stopping.load(Relaxed) {
+            // Migration and a kswapd still running pass; a spent warning or
+            // a hopeless node do not (a fresh kernel is needed).
+            let passing = r.migrated || matches!(r.unsettled, Some(KSWAPD_AWAKE | FASTPATH_OPEN));
+            if !passing || attempts == PCP_ATTEMPTS || self.stopping.load(Relaxed) {
                 return Ok(r);
             }
         }
@@ -373,9 +395,19 @@ impl State {
         let mut times = KVVec::<u64>::with_capacity(n, GFP_KERNEL)?;
         let warmed_cpu = match cell.path {
             Path::Pcp => Some(self.warm_pcp(def, gfp, cell.order, n)?),
-            Path::ZoneLock => None,
+            Path::ZoneLock | Path::Slowpath => None,
         };
         let mut r = CellResult::new(Cell::Alloc(cell), Outcome::Ran);
+        // The slow path's state: memory drained, held until after the
+        // section, with the task kept on its CPU ahead of kswapd.
+        let (fifo, drained) = if cell.path == Path::Slowpath {
+            let fifo = sys::FifoWhileDrained::new();
+            let drained = Self::drain()?;
+            r.unsettled = Self::slowpath_unready();
+            (Some(fifo), Some(drained))
+        } else {
+            (None, None)
+        };
         let (mut iterations, mut failed) = (0u32, 0u32);
         let mut zone_locked_alloc_ns = 0u64;
         let (mut cpu_first, mut cpu_last) = (0u32, 0u32);
@@ -432,12 +464,23 @@ impl State {
         // the hardirq row, whose body alone is attributed, unattributed).
         drop(pages);
         drop(spare);
+        r.alloc_warnings = detector.alloc_warnings.load(Relaxed);
         r.observed = detector.end();
         r.lockdep_after = sys::lockdep_armed();
+        drop(drained);
+        drop(fifo);
+        // warn_alloc() prints once per 10 s, system-wide: a failure without
+        // __GFP_NOWARN that printed nothing met a spent rate limit, and its
+        // report (show_mem() takes zone->lock) is missing.
+        if def.warns && failed > 0 && gfp & sys::GFP_NOWARN == 0 && r.alloc_warnings == 0 {
+            r.unsettled = r.unsettled.or(Some(WARN_SPENT));
+        }
         r.iterations = iterations;
         r.failed = failed;
         r.migrated = warmed_cpu.is_some_and(|w| w != cpu_first || cpu_first != cpu_last);
-        r.path = if r.zone_locked_pages + r.extfrag_events > 0 {
+        r.path = if r.allocated > 0 && cell.path == Path::Slowpath {
+            "slowpath"
+        } else if r.zone_locked_pages + r.extfrag_events > 0 {
             "zone_lock"
         } else if r.allocated == 0 {
             "none"
@@ -449,6 +492,43 @@ impl State {
         r.alloc_ns = Stats::of(&mut times);
         r.zone_locked_alloc_ns = zone_locked_alloc_ns;
         Ok(r)
+    }
+
+    /// Takes every free page the fast path would give, from the largest
+    /// blocks down, with a mask that neither reclaims nor wakes kswapd nor
+    /// warns (`__GFP_NOWARN` alone): each order stops at its first failure,
+    /// when the zones are at their min watermark. Returns the pages, freed
+    /// when dropped.
+    fn drain() -> Result<KVVec<sys::Pages>> {
+        // Reserved up front: growing it later would allocate with memory
+        // drained. 65536 blocks: 256 GiB in 4 MiB blocks.
+        let mut held = KVVec::<sys::Pages>::with_capacity(DRAIN_MAX_BLOCKS, GFP_KERNEL)?;
+        for order in (0..=sys::MAX_ORDER).rev() {
+            while held.len() < held.capacity() {
+                match sys::get_free_pages(sys::GFP_NOWARN, order) {
+                    Some(p) => {
+                        if let Err(p) = held.push_within_capacity(p) {
+                            drop(p);
+                            break;
+                        }
+                    }
+                    None => break,
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    /// Why the state `path=slowpath` needs is not there, if it is not.
+    fn slowpath_unready() -> Option<&'static str> {
+        if !sys::below_low_watermarks() {
+            return Some(FASTPATH_OPEN);
+        }
+        match sys::kswapd() {
+            sys::Kswapd::Asleep => None,
+            sys::Kswapd::Awake => Some(KSWAPD_AWAKE),
+            sys::Kswapd::Hopeless => Some(KSWAPD_HOPELESS),
+        }
     }
 
     /// A blocking mask in an atomic context only prints a report while the

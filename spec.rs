@@ -14,6 +14,11 @@ pub(crate) enum Path {
     ZoneLock,
     /// Warm this CPU's per-cpu list first, so the section is served from it.
     Pcp,
+    /// Drain free memory to the min watermark first (every zone below its
+    /// low watermark, kswapd asleep), so the section takes
+    /// `__alloc_pages_slowpath()`: kswapd wakeups, allocation-failure
+    /// warnings, reserves.
+    Slowpath,
 }
 
 impl Path {
@@ -21,6 +26,7 @@ impl Path {
         match self {
             Path::ZoneLock => "zone_lock",
             Path::Pcp => "pcp",
+            Path::Slowpath => "slowpath",
         }
     }
 }
@@ -29,6 +35,8 @@ impl Path {
 pub(crate) const MAX_ITERATIONS: u32 = 8192;
 const DEFAULT_ZONE_LOCK_ITERATIONS: u32 = 4096;
 const DEFAULT_PCP_ITERATIONS: u32 = 16;
+/// The slow path's first allocation is the answer; more may take reserves.
+const DEFAULT_SLOWPATH_ITERATIONS: u32 = 1;
 /// Longest spec `run` accepts, in bytes.
 pub(crate) const MAX_SPEC_LEN: usize = 256;
 
@@ -168,9 +176,10 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
                 .replace(match value {
                     "zone_lock" => Path::ZoneLock,
                     "pcp" => Path::Pcp,
+                    "slowpath" => Path::Slowpath,
                     _ => {
                         return Err(bad(format_args!(
-                            "unknown path '{}': use zone_lock or pcp",
+                            "unknown path '{}': use zone_lock, pcp or slowpath",
                             value
                         )))
                     }
@@ -233,6 +242,14 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
             MASKS[mask].name
         )));
     }
+    // Direct reclaim with memory drained would really sleep, in an atomic
+    // section, and reclaim in vain.
+    if path == Path::Slowpath && sys::may_block(MASKS[mask].gfp) {
+        return Err(bad(format_args!(
+            "path=slowpath takes no mask with __GFP_DIRECT_RECLAIM (gfp={}): with free memory drained it would enter direct reclaim",
+            MASKS[mask].name
+        )));
+    }
     if path == Path::Pcp && order > sys::PCP_MAX_ORDER {
         return Err(bad(format_args!(
             "order {} is never served by the per-cpu lists (max {})",
@@ -244,6 +261,7 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
         Some(0) => return Err(bad(format_args!("n=0 runs nothing"))),
         Some(n) => n,
         None if path == Path::Pcp => DEFAULT_PCP_ITERATIONS,
+        None if path == Path::Slowpath => DEFAULT_SLOWPATH_ITERATIONS,
         None => DEFAULT_ZONE_LOCK_ITERATIONS,
     };
     Ok(Spec::One(Cell::Alloc(AllocCell {

@@ -268,42 +268,169 @@ unsafe fn node_headroom(node: *const bindings::pglist_data, order: u32) -> Headr
     best
 }
 
-/// The headroom of the best zone of any node: the allocator must find
-/// both the pages and the blocks in one zone. A snapshot, racing with the
-/// allocator as `/proc/zoneinfo` does, which the caller's margin covers.
-#[cfg(not(CONFIG_NUMA))]
-pub(crate) fn headroom(order: u32) -> Headroom {
-    // SAFETY: `contig_page_data` is the one node of a !NUMA kernel, live
-    // for the whole uptime.
-    unsafe { node_headroom(&raw const bindings::contig_page_data, order) }
-}
-
-/// As above, over every node.
-#[cfg(CONFIG_NUMA)]
-pub(crate) fn headroom(order: u32) -> Headroom {
-    extern "C" {
-        static node_data: [*mut bindings::pglist_data; 0];
-    }
-    let mut best = Headroom::default();
-    // SAFETY: `nr_node_ids` is set at boot and never changes.
-    let nodes = unsafe { bindings::nr_node_ids } as usize;
-    for nid in 0..nodes {
-        // SAFETY: `node_data` has `nr_node_ids` entries; an entry is NULL or
-        // a node that is never freed.
-        let node = unsafe {
-            *(&raw const node_data)
-                .cast::<*mut bindings::pglist_data>()
-                .add(nid)
-        };
-        if !node.is_null() {
-            // SAFETY: A live node, checked non-NULL just above.
-            let h = unsafe { node_headroom(node, order) };
-            if h.capacity(order) > best.capacity(order) {
-                best = h;
+/// Calls `f` with every node, a `pglist_data` that lives for the whole
+/// uptime.
+fn for_each_node(mut f: impl FnMut(*const bindings::pglist_data)) {
+    #[cfg(not(CONFIG_NUMA))]
+    f(&raw const bindings::contig_page_data);
+    #[cfg(CONFIG_NUMA)]
+    {
+        extern "C" {
+            static node_data: [*mut bindings::pglist_data; 0];
+        }
+        // SAFETY: `nr_node_ids` is set at boot and never changes.
+        let nodes = unsafe { bindings::nr_node_ids } as usize;
+        for nid in 0..nodes {
+            // SAFETY: `node_data` has `nr_node_ids` entries; an entry is
+            // NULL or a node that is never freed.
+            let node = unsafe {
+                *(&raw const node_data)
+                    .cast::<*mut bindings::pglist_data>()
+                    .add(nid)
+            };
+            if !node.is_null() {
+                f(node);
             }
         }
     }
+}
+
+/// The headroom of the best zone of any node: the allocator must find
+/// both the pages and the blocks in one zone. A snapshot, racing with the
+/// allocator as `/proc/zoneinfo` does, which the caller's margin covers.
+pub(crate) fn headroom(order: u32) -> Headroom {
+    let mut best = Headroom::default();
+    for_each_node(|node| {
+        // SAFETY: `for_each_node()` gives live nodes.
+        let h = unsafe { node_headroom(node, order) };
+        if h.capacity(order) > best.capacity(order) {
+            best = h;
+        }
+    });
     best
+}
+
+/// Whether every populated zone up to `ZONE_NORMAL` of every node holds at
+/// most its low watermark (boost and lowmem reserve included) in free
+/// pages: then `get_page_from_freelist()` fails every zone with the fast
+/// path's `ALLOC_WMARK_LOW`, and `__alloc_pages_noprof()` takes
+/// `__alloc_pages_slowpath()`. A snapshot, read as [`headroom`] reads.
+pub(crate) fn below_low_watermarks() -> bool {
+    let mut below = true;
+    for_each_node(|node| {
+        for z in 0..=bindings::zone_type_ZONE_NORMAL as usize {
+            // SAFETY: `z` indexes `node_zones` of a live node; each load
+            // reads one word.
+            let (managed, free, low, boost, reserve) = unsafe {
+                let zone = &raw const (*node).node_zones[z];
+                (
+                    core::ptr::read_volatile(&raw const (*zone).managed_pages.counter),
+                    core::ptr::read_volatile(
+                        &raw const (*zone).vm_stat[bindings::zone_stat_item_NR_FREE_PAGES as usize]
+                            .counter,
+                    ),
+                    core::ptr::read_volatile(
+                        &raw const (*zone)._watermark[bindings::zone_watermarks_WMARK_LOW as usize],
+                    ),
+                    core::ptr::read_volatile(&raw const (*zone).watermark_boost),
+                    core::ptr::read_volatile(
+                        &raw const (*zone).lowmem_reserve[bindings::zone_type_ZONE_NORMAL as usize],
+                    ),
+                )
+            };
+            let mark = i64::try_from(low + boost)
+                .unwrap_or(i64::MAX)
+                .saturating_add(reserve as i64);
+            if managed > 0 && free > mark {
+                below = false;
+            }
+        }
+    });
+    below
+}
+
+/// `MAX_RECLAIM_RETRIES` (mm/internal.h): kswapd runs that reclaimed
+/// nothing before `wakeup_kswapd()` gives up on a node (hopeless) and
+/// returns before its wait queue.
+const MAX_RECLAIM_RETRIES: i32 = 16;
+
+/// What `wakeup_kswapd()` would find, for every node with memory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kswapd {
+    /// Every kswapd sleeps on its wait queue: a wakeup takes the queue's
+    /// `spinlock_t` (`wake_up_interruptible()`).
+    Asleep,
+    /// A kswapd runs: `waitqueue_active()` is false and a wakeup returns
+    /// before the lock.
+    Awake,
+    /// A node failed `MAX_RECLAIM_RETRIES` times: a wakeup returns early.
+    Hopeless,
+}
+
+pub(crate) fn kswapd() -> Kswapd {
+    let mut state = Kswapd::Asleep;
+    for_each_node(|node| {
+        // SAFETY: A live node; each load reads one word. `waitqueue_active()`
+        // is `!list_empty(&wq_head->head)`.
+        let (present, failures, sleeping) = unsafe {
+            let head = &raw const (*node).kswapd_wait.head;
+            (
+                core::ptr::read_volatile(&raw const (*node).node_present_pages) > 0,
+                core::ptr::read_volatile(&raw const (*node).kswapd_failures.counter),
+                !core::ptr::eq(
+                    core::ptr::read_volatile(&raw const (*head).next).cast_const(),
+                    head,
+                ),
+            )
+        };
+        if !present {
+            return;
+        }
+        if failures >= MAX_RECLAIM_RETRIES {
+            state = Kswapd::Hopeless;
+        } else if !sleeping && state == Kswapd::Asleep {
+            state = Kswapd::Awake;
+        }
+    });
+    state
+}
+
+/// The calling task runs `SCHED_FIFO` (`sched_set_fifo_low()`) until this
+/// is dropped, then `SCHED_NORMAL` again with its nice value: a kswapd the
+/// cell wakes cannot preempt it on its CPU while the module holds the
+/// memory it drained (kswapd would reclaim in vain, and after
+/// `MAX_RECLAIM_RETRIES` such runs mark the node hopeless). A task that is
+/// not `SCHED_NORMAL` keeps its policy.
+pub(crate) struct FifoWhileDrained {
+    nice: Option<c_int>,
+}
+
+impl FifoWhileDrained {
+    pub(crate) fn new() -> Self {
+        let task = kernel::task::Task::current_raw();
+        // SAFETY: `current` is live; `policy` and `static_prio` are plain
+        // fields its own task may read.
+        let (policy, static_prio) = unsafe { ((*task).policy, (*task).static_prio) };
+        if policy != bindings::SCHED_NORMAL {
+            return Self { nice: None };
+        }
+        // SAFETY: `current` is live; sched_set_fifo_low() may sleep, and we
+        // run in process context.
+        unsafe { bindings::sched_set_fifo_low(task) };
+        Self {
+            // PRIO_TO_NICE(): DEFAULT_PRIO (MAX_RT_PRIO + 20) is nice 0.
+            nice: Some(static_prio - bindings::DEFAULT_PRIO as c_int),
+        }
+    }
+}
+
+impl Drop for FifoWhileDrained {
+    fn drop(&mut self) {
+        if let Some(nice) = self.nice {
+            // SAFETY: `current` is live; back to the policy it had.
+            unsafe { bindings::sched_set_normal(kernel::task::Task::current_raw(), nice) };
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -115,6 +115,9 @@ pub(crate) const MASKS: &[MaskDef] = &[
     mask("0", 0),
     mask("__GFP_HIGH", sys::GFP_HIGH),
     mask("GFP_ATOMIC|__GFP_NOWARN", sys::GFP_ATOMIC | sys::GFP_NOWARN),
+    // GFP_NOWAIT without __GFP_KSWAPD_RECLAIM: the 2020 thread's candidate
+    // for a lock-free mask.
+    mask("__GFP_NOWARN", sys::GFP_NOWARN),
 ];
 
 pub(crate) type AllocFn = fn(sys::Gfp, u32) -> Option<sys::Pages>;
@@ -127,6 +130,8 @@ pub(crate) struct AllocatorDef {
     pub(crate) max_order: u32,
     /// Masks the module passes to this allocator.
     pub(crate) accepts: fn(sys::Gfp) -> bool,
+    /// Whether a failure without `__GFP_NOWARN` goes through `warn_alloc()`.
+    pub(crate) warns: bool,
     pub(crate) alloc: AllocFn,
 }
 
@@ -135,6 +140,7 @@ const fn allocator(
     order: u32,
     max_order: u32,
     accepts: fn(sys::Gfp) -> bool,
+    warns: bool,
     alloc: AllocFn,
 ) -> AllocatorDef {
     AllocatorDef {
@@ -142,6 +148,7 @@ const fn allocator(
         default_order: order,
         max_order,
         accepts,
+        warns,
         alloc,
     }
 }
@@ -153,13 +160,16 @@ const fn allocator(
 /// table does not test), and at the per-cpu orders only: above them it
 /// always returns NULL (`alloc_order_allowed()`).
 ///
-/// One line per allocator: name, default order, highest order, masks accepted, call.
+/// `alloc_pages_nolock()` adds `__GFP_NOWARN` itself.
+///
+/// One line per allocator: name, default order, highest order, masks
+/// accepted, whether failures warn, call.
 #[rustfmt::skip]
 pub(crate) const ALLOCATORS: &[AllocatorDef] = &[
     #[cfg(have_alloc_pages_nolock)]
-    allocator("alloc_pages_nolock", 0, sys::PCP_MAX_ORDER, |gfp| gfp == 0, sys::alloc_pages_nolock),
-    allocator("get_free_page", 0, 0, |_| true, sys::get_free_pages),
-    allocator("get_free_pages", 4, sys::MAX_ORDER, |_| true, sys::get_free_pages),
+    allocator("alloc_pages_nolock", 0, sys::PCP_MAX_ORDER, |gfp| gfp == 0, false, sys::alloc_pages_nolock),
+    allocator("get_free_page", 0, 0, |_| true, true, sys::get_free_pages),
+    allocator("get_free_pages", 4, sys::MAX_ORDER, |_| true, true, sys::get_free_pages),
 ];
 
 pub(crate) struct ControlDef {

@@ -10,6 +10,17 @@ CACHE_DIR=${RGN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/rust-gfp-nolocks}
 # KERNEL (make KERNEL=7.2, or the environment) picks one, default the newest.
 SUPPORTED_KERNELS="7.2 7.3"
 KERNEL_SERIES=${KERNEL:-${RGN_KERNEL_SERIES:-${SUPPORTED_KERNELS##* }}}
+# KSRC (make matrix KSRC=/path/to/linux): the user's own source tree instead
+# of a Debian one. Its runs, states and builds are keyed by its path.
+if [ -n "${KSRC:-}" ]; then
+	_ksrc=$KSRC
+	KSRC=$(CDPATH='' cd -- "$_ksrc" 2>/dev/null && pwd -P) || {
+		printf '%s: error: KSRC=%s is not a directory: give the path of a kernel source tree\n' "${0##*/}" "$_ksrc" >&2
+		exit 1
+	}
+	KERNEL_SERIES=ksrc-$(printf '%s' "$KSRC" | sha256sum | cut -c 1-10)
+	export KSRC
+fi
 export KERNEL="$KERNEL_SERIES"
 export KERNEL_SRC_PKG="linux-source-$KERNEL_SERIES"
 # Where Debian publishes kernel sources newer than bookworm's: the newest
@@ -59,8 +70,14 @@ check_flavor() {
 	esac
 }
 
-# kernel_src_dir: the unpacked kernel source tree (set by scripts/setup).
+# kernel_src_dir: the kernel source tree: KSRC, or the unpacked Debian one
+# (set by scripts/setup).
 kernel_src_dir() {
+	if [ -n "${KSRC:-}" ]; then
+		ksrc_check "$KSRC"
+		printf '%s\n' "$KSRC"
+		return
+	fi
 	_d=$(cat "$CACHE_DIR/src/current-$KERNEL_SERIES" 2>/dev/null) ||
 		die "no $KERNEL_SRC_PKG unpacked in $CACHE_DIR/src: run scripts/setup (with KERNEL=$KERNEL_SERIES)"
 	[ -f "$_d/Makefile" ] || die "kernel source $_d is incomplete: delete $CACHE_DIR/src and run scripts/setup"
@@ -72,6 +89,56 @@ kernel_src_dir() {
 series_version() {
 	_d=$(cat "$CACHE_DIR/src/current-$1" 2>/dev/null) || die "no linux-source-$1 unpacked: run KERNEL=$1 scripts/setup"
 	kernel_version "$_d"
+}
+
+# What the module needs of a tree's kernel crate, one "file|pattern|what"
+# per line: a tree that lacks one is too old for the module (differences
+# the module can live with are detected by Kbuild instead).
+MODULE_NEEDS='rust/kernel/debugfs.rs|pub struct ScopedDir|scoped debugfs directories (kernel::debugfs::ScopedDir)
+rust/kernel/sync/atomic.rs|pub struct Atomic<|atomics (kernel::sync::atomic::Atomic)
+rust/kernel/module_param.rs|pub trait ModuleParam|module parameters (kernel::module_param)
+rust/kernel/time/delay.rs|pub fn fsleep|kernel::time::delay::fsleep
+rust/kernel/cpu.rs|pub struct CpuId|kernel::cpu::CpuId
+rust/kernel/alloc/kvec.rs|pub type KVVec|kernel::alloc::KVVec'
+
+# ksrc_check DIR: dies, naming what is missing, unless DIR is a clean kernel
+# source tree with the Rust support the module needs. Reads DIR only.
+ksrc_check() {
+	{ [ -f "$1/Makefile" ] && grep -q '^VERSION = ' "$1/Makefile" && [ -f "$1/Kconfig" ]; } ||
+		die "KSRC=$1 is not a kernel source tree (no top-level Makefile with a VERSION, or no Kconfig)"
+	{ [ -f "$1/rust/Makefile" ] && grep -q '^config RUST$' "$1/init/Kconfig"; } ||
+		die "KSRC=$1 (Linux $(kernel_version "$1")) has no Rust support (no rust/Makefile or no 'config RUST' in init/Kconfig): the module needs a tree with Rust for Linux, 7.2 or later"
+	_missing=$(printf '%s\n' "$MODULE_NEEDS" | while IFS='|' read -r _file _pattern _what; do
+		grep -qs -- "$_pattern" "$1/$_file" || printf ' %s (%s);' "$_what" "$_file"
+	done)
+	[ -z "$_missing" ] ||
+		die "KSRC=$1 (Linux $(kernel_version "$1")) is too old for the module: its kernel crate lacks${_missing%;}; 7.2 or later has them"
+	if [ -e "$1/.config" ] || [ -d "$1/include/config" ]; then
+		die "KSRC=$1 holds an in-tree build (.config or include/config), and kbuild builds out of tree only from a clean tree: run 'make mrproper' there yourself (it deletes that build), or give a clean checkout (git worktree add)"
+	fi
+}
+
+# tree_fingerprint DIR: what a build of DIR depends on in DIR: for a git
+# checkout, its commit, uncommitted changes and untracked files (names,
+# sizes, times); otherwise every file's name, size and time.
+tree_fingerprint() {
+	if [ "$(git -C "$1" rev-parse --show-toplevel 2>/dev/null)" = "$1" ]; then
+		git -C "$1" rev-parse HEAD
+		git -C "$1" diff HEAD
+		git -C "$1" ls-files -z -o --exclude-standard | (cd "$1" && xargs -0r stat -c '%n %s %Y')
+	else
+		(cd "$1" && find . -type f -printf '%P %s %T@\n' | LC_ALL=C sort)
+	fi | sha256sum | cut -c 1-16
+}
+
+# kernel_label: how results name the kernel: its version (7.3.4), and for
+# KSRC also the tree's directory name (7.3.4-linux).
+kernel_label() {
+	_v=$(kernel_version "$(kernel_src_dir)")
+	if [ -n "${KSRC:-}" ]; then
+		_v="$_v-$(basename "$KSRC" | tr -c 'A-Za-z0-9._+\n-' '_')"
+	fi
+	printf '%s\n' "$_v"
 }
 
 # kernel_version DIR: the version a kernel tree's Makefile declares, e.g. 7.3.4.
@@ -96,8 +163,12 @@ build_key() {
 }
 
 # kdir FLAVOR: the build tree (a KDIR for out-of-tree modules) of a flavor.
+# A KSRC tree has one per path, flavor and key: an edit to the tree is an
+# incremental build in the same place (scripts/build-kernel).
 kdir() {
-	printf '%s/build/%s-%s-%s\n' "$CACHE_DIR" "$(kernel_version "$(kernel_src_dir)")" "$1" "$(build_key "$1")"
+	_prefix=""
+	[ -z "${KSRC:-}" ] || _prefix=$KERNEL_SERIES-
+	printf '%s/build/%s%s-%s-%s\n' "$CACHE_DIR" "$_prefix" "$(kernel_version "$(kernel_src_dir)")" "$1" "$(build_key "$1")"
 }
 
 export HOST_TOOL="$REPO_ROOT/host/target/release/rgn-report"

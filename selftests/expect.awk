@@ -10,8 +10,10 @@
 #   "ok|not_ok|retry<TAB>description<TAB>detail<TAB>row<TAB>spec"
 # retry: the cell must run again in a fresh kernel, unjudged: a path=pcp
 # cell that left the CPU whose list it filled, or that woke kswapd (another
-# lock than the per-cpu path under test); or a cell that started with
-# lockdep disarmed, when all else it could check agreed.
+# lock than the per-cpu path under test); a cell the module marked
+# unsettled= (path=slowpath without its state, or a spent allocation
+# failure warning); or a cell that started with lockdep disarmed, when all
+# else it could check agreed.
 # row: the number of the expectation row that matched (comments and blank
 # lines not counted), so the host can tell rows that match no cell; 0: none.
 # spec: the cell's spec, to run it again.
@@ -86,17 +88,22 @@ function pages_problem(    mine, net, i) {
 	return ""
 }
 
-function check(row,    want, exact, n, parts, i, kv, k, armed, bad, observed, fails, pages) {
+function check(row,    want, exact, n, parts, i, kv, k, armed, bad, observed, fails, kswapd, pages) {
 	expect = rexpect[row]
-	fails = expect == "alloc_fails"
-	if (expect != "clean" && !fails) {
-		n = split(expect, parts, ",")
-		for (i = 1; i <= n; i++) {
-			split(parts[i], kv, "=")
-			want[kv[1]] = 1
-			if (kv[2] != "")
-				exact[kv[1]] = kv[2]
-		}
+	# Tokens: report kinds (KIND or KIND=N), alloc_fails (every attempt
+	# returns NULL) and kswapd (a kswapd wakeup, checked on path=slowpath,
+	# where its absence is checked too); "clean" alone: none of them.
+	fails = 0; kswapd = 0
+	n = split(expect, parts, ",")
+	for (i = 1; i <= n; i++) {
+		if (parts[i] == "clean")
+			continue
+		if (parts[i] == "alloc_fails") { fails = 1; continue }
+		if (parts[i] == "kswapd") { kswapd = 1; continue }
+		split(parts[i], kv, "=")
+		want[kv[1]] = 1
+		if (kv[2] != "")
+			exact[kv[1]] = kv[2]
 	}
 	armed = obs["lockdep_before"] == 1
 	bad = ""; observed = ""
@@ -139,12 +146,22 @@ function check(row,    want, exact, n, parts, i, kv, k, armed, bad, observed, fa
 			printf "retry\t%s: woke kswapd (boosted watermark), not the pure per-cpu path\t%s\t%d\t%s\n", name, rreason[row], row, spec
 			return
 		}
+		# The state the cell needed was not there (path=slowpath), or the
+		# kernel's once-per-10 s allocation failure warning was spent.
+		if (obs["unsettled"] != "" && obs["unsettled"] != "-") {
+			printf "retry\t%s: not answered in this kernel's state (%s)\t%s\t%d\t%s\n", name, obs["unsettled"], rreason[row], row, spec
+			return
+		}
+		if (obs["path"] == "slowpath" && (obs["kswapd_wakeups"] > 0) != kswapd)
+			bad = bad " kswapd_wakeups=" obs["kswapd_wakeups"] "(want " (kswapd ? ">0" : "0") ")"
 		want_path = fails ? "none" : obs["path"]
 		if (obs["observed_path"] != want_path)
 			bad = bad " observed_path=" obs["observed_path"] "(want " want_path ")"
 	}
 	if (observed == "")
 		observed = " clean"
+	if (obs["path"] == "slowpath")
+		observed = observed ", kswapd_wakeups=" obs["kswapd_wakeups"] " allocated=" obs["allocated"]
 	pages = pages_problem()
 	if (bad != "") {
 		printf "not_ok\t%s: expected %s, observed%s%s\tmismatch:%s; expectation: %s; observed: %s\t%d\t%s\n", name, expect, observed, pages, bad, rreason[row], $0, row, spec

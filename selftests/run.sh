@@ -227,6 +227,7 @@ phase_badinput() {
 	bad "order never on per-cpu lists" "ctx=process alloc=get_free_pages gfp=0 order=4 path=pcp" "per-cpu lists"
 	bad "mask alloc_pages_nolock refuses" "ctx=process alloc=alloc_pages_nolock gfp=GFP_ATOMIC" "does not take gfp=GFP_ATOMIC"
 	bad "blocking mask on the per-cpu path" "ctx=process alloc=get_free_page gfp=GFP_KERNEL path=pcp" "__GFP_DIRECT_RECLAIM"
+	bad "blocking mask on the slow path" "ctx=process alloc=get_free_page gfp=GFP_KERNEL path=slowpath" "direct reclaim"
 	bad "alloc_pages_nolock above the per-cpu orders" "ctx=process alloc=alloc_pages_nolock gfp=0 order=4" "order 3 at most"
 	printf 'ctx=process\000alloc=get_free_page gfp=0' >/tmp/spec
 	bad_spec "NUL byte" "control character 0x0"
@@ -266,7 +267,7 @@ expected_cases() {
 	grep -q ' alloc_pages_nolock_noprof$' /proc/kallsyms && nolock=1
 	irq=""
 	! grep -q ' rust_helper_local_interrupt_disable$' /proc/kallsyms || irq=local_irq_disable
-	masks="GFP_KERNEL GFP_NOWAIT GFP_ATOMIC 0 __GFP_HIGH GFP_ATOMIC|__GFP_NOWARN"
+	masks="GFP_KERNEL GFP_NOWAIT GFP_ATOMIC 0 __GFP_HIGH GFP_ATOMIC|__GFP_NOWARN __GFP_NOWARN"
 	# The hard irq row and control need x86 (the detector reads x86's
 	# per-cpu preempt_count() to attribute them).
 	hardirq=""

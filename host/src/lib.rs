@@ -60,6 +60,12 @@ pub struct Cell {
     /// A `path=pcp` cell whose task left the CPU whose list it filled.
     #[serde(default)]
     pub migrated: bool,
+    /// Why the module found this run does not answer the cell (`-` if it
+    /// does): `path=slowpath` without its state, or a spent allocation
+    /// failure warning. Absent from older outputs.
+    pub unsettled: String,
+    /// "page allocation failure" warnings the cell printed.
+    pub alloc_warnings: u64,
     /// kswapd wakeups during the cell (each takes a `spinlock_t`).
     #[serde(default)]
     pub kswapd_wakeups: u64,
@@ -142,6 +148,11 @@ impl Cell {
             failed: num("failed")?,
             lockdep_armed: num("lockdep_before")? == 1,
             migrated: num("migrated")? == 1,
+            unsettled: kv.get("unsettled").copied().unwrap_or("-").to_string(),
+            alloc_warnings: match kv.get("alloc_warnings") {
+                Some(_) => num("alloc_warnings")?,
+                None => 0,
+            },
             kswapd_wakeups: num("kswapd_wakeups")?,
             reports,
             alloc_ns: Stats {
@@ -159,6 +170,7 @@ impl Cell {
     /// (otherwise the guest ran it again instead of judging it).
     pub fn settled(&self) -> bool {
         self.lockdep_armed
+            && self.unsettled == "-"
             && !(self.requested_path == "pcp" && (self.migrated || self.kswapd_wakeups > 0))
     }
 
@@ -351,6 +363,32 @@ impl Report {
         if !controls.is_empty() {
             let _ = writeln!(out, "controls: {}", controls.join(", "));
         }
+        let slow: Vec<String> = self
+            .cells
+            .iter()
+            .filter(|c| c.kind == "alloc" && c.requested_path == "slowpath")
+            .map(|c| {
+                let kswapd = if c.kswapd_wakeups > 0 { "k" } else { "" };
+                let alloc = match c.allocator.as_str() {
+                    "get_free_page" => "",
+                    "alloc_pages_nolock" => "nolock:",
+                    _ => "?:",
+                };
+                format!(
+                    "{}/{alloc}{} {}{kswapd}",
+                    c.context,
+                    short_gfp(&c.gfp),
+                    c.symbol()
+                )
+            })
+            .collect();
+        if !slow.is_empty() {
+            let _ = writeln!(
+                out,
+                "slow path (zones below their low watermark, kswapd asleep; k: kswapd woken):\n  {}",
+                slow.join(", ")
+            );
+        }
         out
     }
 
@@ -451,6 +489,7 @@ fn short_gfp(gfp: &str) -> &str {
         "GFP_ATOMIC" => "ATOMIC",
         "__GFP_HIGH" => "HIGH",
         "GFP_ATOMIC|__GFP_NOWARN" => "AT|NW",
+        "__GFP_NOWARN" => "NOWARN",
         other => other,
     }
 }
@@ -459,9 +498,9 @@ fn short_gfp(gfp: &str) -> &str {
 pub const LEGEND: &str = "legend: . clean  W invalid wait context  S sleeping in atomic  A scheduling while atomic  \
 L other lockdep report  ! warning  F allocation failed  R refused (memory too short)  ? not checked by lockdep\n\
 W on a !PREEMPT_RT kernel is lockdep's PROVE_RAW_LOCK_NESTING check: that lock would sleep on PREEMPT_RT (legal here)\n\
-columns: masks under each allocator (AT|NW = GFP_ATOMIC|__GFP_NOWARN); rows: the atomic context around the allocation\n\
-equal columns are not equal masks: each cell is driven to zone->lock with ample memory, so kswapd wakeups,\n\
-reserves and failures, where NOWAIT, ATOMIC, 0 and HIGH differ, are not exercised here";
+columns: masks under each allocator (AT|NW = GFP_ATOMIC|__GFP_NOWARN, NOWARN = __GFP_NOWARN alone); rows: the atomic context\n\
+equal columns are not equal masks: each cell of the table is driven to zone->lock with ample memory; the slow path\n\
+line (memory drained to the min watermark) is where kswapd wakeups, warnings and reserves set NOWAIT, ATOMIC, 0 and NOWARN apart";
 
 /// Cells whose symbol differs between two flavors, one line each.
 pub fn diff(a: &Report, b: &Report) -> Vec<String> {
@@ -781,6 +820,22 @@ mod tests {
         assert_eq!(c.symbol(), "R");
         // A line without an outcome is not taken as one that ran.
         assert!(Cell::parse(&LINE.replace(" outcome=ran", "")).is_err());
+    }
+
+    #[test]
+    fn an_unsettled_cell_is_not_settled_and_old_lines_still_parse() {
+        // Lines of outputs before the field existed are settled as before.
+        assert!(!LINE.contains("unsettled="));
+        assert_eq!(Cell::parse(LINE).unwrap().unsettled, "-");
+        let slow = LINE
+            .replace(" path=zone_lock n=", " path=slowpath n=")
+            .replace(" kswapd_wakeups=0 ", " kswapd_wakeups=0 alloc_warnings=0 unsettled=warn_spent ");
+        let c = Cell::parse(&slow).unwrap();
+        assert!(!c.settled());
+        assert_eq!(c.symbol(), "W?");
+        let c = Cell::parse(&slow.replace("unsettled=warn_spent", "unsettled=-")).unwrap();
+        assert!(c.settled());
+        assert!(Cell::parse(&slow.replace("alloc_warnings=0", "alloc_warnings=x")).is_err());
     }
 
     #[test]
