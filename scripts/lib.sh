@@ -113,8 +113,8 @@ ksrc_check() {
 	done)
 	[ -z "$_missing" ] ||
 		die "KSRC=$1 (Linux $(kernel_version "$1")) is too old for the module: its kernel crate lacks${_missing%;}; 7.2 or later has them"
-	if [ -e "$1/.config" ] || [ -d "$1/include/config" ]; then
-		die "KSRC=$1 holds an in-tree build (.config or include/config), and kbuild builds out of tree only from a clean tree: run 'make mrproper' there yourself (it deletes that build), or give a clean checkout (git worktree add)"
+	if [ -e "$1/.config" ] || [ -d "$1/include/config" ] || [ -d "$1/arch/x86/include/generated" ]; then
+		die "KSRC=$1 holds an in-tree build (.config, include/config or arch/x86/include/generated), and kbuild builds out of tree only from a clean tree: run 'make mrproper' there yourself (it deletes that build), or give a clean checkout (git worktree add)"
 	fi
 }
 
@@ -122,13 +122,29 @@ ksrc_check() {
 # checkout, its commit, uncommitted changes and untracked files (names,
 # sizes, times); otherwise every file's name, size and time.
 tree_fingerprint() {
+	if [ -n "${RGN_KSRC_ID:-}" ]; then
+		# Computed once per command (prepare), so that an edit during a
+		# run cannot rebuild the kernel under the run's feet.
+		printf '%s\n' "$RGN_KSRC_ID"
+		return
+	fi
 	if [ "$(git -C "$1" rev-parse --show-toplevel 2>/dev/null)" = "$1" ]; then
-		git -C "$1" rev-parse HEAD
-		git -C "$1" diff HEAD
+		# Plumbing only: diff-index neither refreshes .git/index nor
+		# follows the user's diff drivers.
+		git -C "$1" rev-parse -q --verify HEAD || echo unborn
+		git -C "$1" diff-index -p --binary HEAD 2>/dev/null || true
 		git -C "$1" ls-files -z -o --exclude-standard | (cd "$1" && xargs -0r stat -c '%n %s %Y')
 	else
 		(cd "$1" && find . -type f -printf '%P %s %T@\n' | LC_ALL=C sort)
 	fi | sha256sum | cut -c 1-16
+}
+
+# ksrc_id: computes the KSRC tree's fingerprint once, for every script this
+# command runs (exported as RGN_KSRC_ID).
+ksrc_id() {
+	[ -n "${KSRC:-}" ] || return 0
+	[ -n "${RGN_KSRC_ID:-}" ] || RGN_KSRC_ID=$(tree_fingerprint "$KSRC")
+	export RGN_KSRC_ID
 }
 
 # kernel_label: how results name the kernel: its version (7.3.4), and for
@@ -179,6 +195,7 @@ export HOST_TOOL="$REPO_ROOT/host/target/release/rgn-report"
 # step is a no-op when its result is already there.
 prepare() {
 	"$REPO_ROOT/scripts/setup"
+	ksrc_id
 	for _f in "$@"; do
 		"$REPO_ROOT/scripts/build-kernel" "$_f" >/dev/null
 	done

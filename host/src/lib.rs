@@ -63,8 +63,10 @@ pub struct Cell {
     /// Why the module found this run does not answer the cell (`-` if it
     /// does): `path=slowpath` without its state, or a spent allocation
     /// failure warning. Absent from older outputs.
+    #[serde(default = "settled_marker")]
     pub unsettled: String,
     /// "page allocation failure" warnings the cell printed.
+    #[serde(default)]
     pub alloc_warnings: u64,
     /// kswapd wakeups during the cell (each takes a `spinlock_t`).
     #[serde(default)]
@@ -202,6 +204,11 @@ impl Cell {
         }
         s
     }
+}
+
+/// `unsettled` of a run that answers its cell.
+fn settled_marker() -> String {
+    "-".to_string()
 }
 
 /// All `# RESULT` lines of one boot's guest output, in order.
