@@ -60,6 +60,138 @@ fn is_rule(line: &[u8]) -> bool {
     line.len() >= 8 && line.iter().all(|&b| b == b'=')
 }
 
+/// Longest lock class or site name kept; longer ones are cut.
+const NAME_LEN: usize = 63;
+
+/// A name printed by the kernel (a lock class, a function), kept in
+/// atomics because the probe that writes it runs in any context. One
+/// writer at a time: the running cell's own printk calls, in order.
+struct TextSlot {
+    words: [Atomic<u64>; 8],
+    len: Atomic<u32>,
+}
+
+impl TextSlot {
+    const fn new() -> Self {
+        Self {
+            words: [const { Atomic::new(0) }; 8],
+            len: Atomic::new(0),
+        }
+    }
+
+    fn clear(&self) {
+        for w in &self.words {
+            w.store(0, Relaxed);
+        }
+        self.len.store(0, Relaxed);
+    }
+
+    fn push(&self, bytes: &[u8]) {
+        for &b in bytes {
+            let i = self.len.load(Relaxed) as usize;
+            if i >= NAME_LEN {
+                return;
+            }
+            // Spaces and '=' would break the results line's key=value.
+            let b = if b == b' ' || b == b'=' { b'_' } else { b };
+            let word = &self.words[i / 8];
+            word.store(
+                word.load(Relaxed) | (u64::from(b) << (8 * (i % 8))),
+                Relaxed,
+            );
+            self.len.store(i as u32 + 1, Relaxed);
+        }
+    }
+
+    fn get(&self) -> Name {
+        let mut name = Name::default();
+        let len = (self.len.load(Relaxed) as usize).min(NAME_LEN);
+        for (i, b) in name.bytes.iter_mut().take(len).enumerate() {
+            *b = (self.words[i / 8].load(Relaxed) >> (8 * (i % 8))) as u8;
+        }
+        name.len = len as u8;
+        name
+    }
+}
+
+/// A copy of a [`TextSlot`]; `-` when empty.
+#[derive(Clone, Copy)]
+pub(crate) struct Name {
+    bytes: [u8; NAME_LEN],
+    len: u8,
+}
+
+impl Default for Name {
+    fn default() -> Self {
+        Self {
+            bytes: [0; NAME_LEN],
+            len: 0,
+        }
+    }
+}
+
+impl core::fmt::Display for Name {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match core::str::from_utf8(&self.bytes[..self.len as usize]) {
+            Ok(s) if !s.is_empty() => f.write_str(s),
+            _ => f.write_str("-"),
+        }
+    }
+}
+
+/// Where the capture of the first report's lock stands.
+mod capture {
+    /// Waiting for the cell's first report.
+    pub(super) const IDLE: u32 = 0;
+    /// A lockdep report: waiting for the line that names the lock
+    /// ("... is trying to lock:", "... takes:").
+    pub(super) const LOCKDEP_HEADER: u32 = 1;
+    /// `print_lock()`: the instance, then " (", the class name, "){...}",
+    /// then ", at: SITE+off/len", each its own printk fragment.
+    pub(super) const LOCK_OPEN: u32 = 2;
+    pub(super) const LOCK_NAME: u32 = 3;
+    pub(super) const LOCK_AT: u32 = 4;
+    /// A sleeping-in-atomic report from an rtlock: waiting in the call
+    /// trace for the `rt_*lock*` frame, then for its caller.
+    pub(super) const RT_FRAME: u32 = 5;
+    pub(super) const RT_SITE: u32 = 6;
+    /// Captured, or given up: the first report only.
+    pub(super) const DONE: u32 = 7;
+}
+
+/// The function of a call trace line (" ? rt_spin_lock+0x59/0x1d0").
+fn frame_function(line: &[u8]) -> Option<&[u8]> {
+    let line = line.trim_ascii();
+    let line = line.strip_prefix(b"? ").unwrap_or(line);
+    let plus = line.iter().position(|&b| b == b'+')?;
+    let name = &line[..plus];
+    (!name.is_empty()
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.'))
+    .then_some(name)
+}
+
+/// Whether a frame of an unreliable call trace (the test kernels have no
+/// frame pointers or ORC, so most frames are "? " guesses) may be the
+/// caller of the `rt_*lock*` frame before it: stale return addresses of
+/// this module (its probes) and of lockdep, RCU and printk helpers, which
+/// the lock itself calls, are skipped.
+fn plausible_caller(function: &[u8], line: &[u8]) -> bool {
+    const HELPERS: [&[u8]; 9] = [
+        b"lock_",
+        b"__lock_",
+        b"mark_",
+        b"find_held_lock",
+        b"rcu_",
+        b"vprintk",
+        b"printk",
+        b"_raw_spin",
+        b"debug_",
+    ];
+    !contains(line, b"[rust_gfp_nolocks]") && !HELPERS.iter().any(|h| function.starts_with(h))
+}
+
 /// No CPU: the running cell's body is not in a hard interrupt right now.
 const NO_CPU: u32 = u32::MAX;
 
@@ -97,12 +229,22 @@ pub(crate) struct Detector {
     pub(crate) unattributed: Atomic<u64>,
     /// The same, for the running cell only.
     cell_unattributed: Atomic<u64>,
+    /// The lock behind the cell's first report: lockdep's class name, or
+    /// `rtlock` (a sleeping lock on PREEMPT_RT, from the call trace), or
+    /// `might_sleep` (no lock: a sleep check).
+    capture: Atomic<u32>,
+    lock: TextSlot,
+    /// Where it was taken: lockdep's "at:" function, the caller of the
+    /// `rt_*lock*` frame, or the sleep check's FILE:LINE.
+    lock_at: TextSlot,
 }
 
 /// What one cell's detector saw.
 pub(crate) struct Observed {
     pub(crate) reports: [u64; 5],
     pub(crate) unattributed: u64,
+    pub(crate) lock: Name,
+    pub(crate) lock_at: Name,
 }
 
 impl Detector {
@@ -120,6 +262,9 @@ impl Detector {
             last_sleep_report: Atomic::new(sys::jiffies()),
             unattributed: Atomic::new(0),
             cell_unattributed: Atomic::new(0),
+            capture: Atomic::new(capture::IDLE),
+            lock: TextSlot::new(),
+            lock_at: TextSlot::new(),
         }
     }
 
@@ -163,6 +308,75 @@ impl Detector {
         if let Some(kind) = kind {
             self.reports[kind].fetch_add(1, Relaxed);
         }
+        self.capture_lock(line, kind);
+    }
+
+    /// Follows the cell's first report to the lock it names (see
+    /// [`capture`]). Lockdep prints the lock of `print_lock()` in
+    /// fragments; a PREEMPT_RT sleep report names no lock, but its call
+    /// trace shows the `rt_*lock*` frame and its caller.
+    fn capture_lock(&self, line: &[u8], kind: Option<usize>) {
+        let state = self.capture.load(Relaxed);
+        let next = match (state, kind) {
+            (capture::IDLE, Some(INVALID_WAIT_CONTEXT | LOCKDEP_OTHER)) => capture::LOCKDEP_HEADER,
+            (capture::IDLE, Some(SLEEPING_IN_ATOMIC)) => {
+                if contains(line, b"kernel/locking/spinlock_rt.c")
+                    || contains(line, b"kernel/locking/rwlock_rt.c")
+                {
+                    self.lock.push(b"rtlock");
+                    capture::RT_FRAME
+                } else {
+                    self.lock.push(b"might_sleep");
+                    if let Some(at) = line.windows(4).position(|w| w == b" at ") {
+                        let place = &line[at + 4..];
+                        let file = place.rsplit(|&b| b == b'/').next().unwrap_or(place);
+                        self.lock_at.push(file.trim_ascii());
+                    }
+                    capture::DONE
+                }
+            }
+            (capture::IDLE, Some(_)) => capture::DONE,
+            (capture::LOCKDEP_HEADER, _) => {
+                let line = line.trim_ascii_end();
+                if line.ends_with(b" is trying to lock:")
+                    || line.ends_with(b" takes:")
+                    || line.ends_with(b" is trying to acquire lock:")
+                {
+                    capture::LOCK_OPEN
+                } else {
+                    state
+                }
+            }
+            (capture::LOCK_OPEN, _) if line == b" (" => capture::LOCK_NAME,
+            (capture::LOCK_NAME, _) if line.starts_with(b"){") => capture::LOCK_AT,
+            (capture::LOCK_NAME, _) => {
+                self.lock.push(line);
+                state
+            }
+            (capture::LOCK_AT, _) => {
+                if let Some(site) = line.strip_prefix(b", at: ") {
+                    let end = site.iter().position(|&b| b == b'+').unwrap_or(site.len());
+                    self.lock_at.push(&site[..end]);
+                }
+                capture::DONE
+            }
+            (capture::RT_FRAME, _) => match frame_function(line) {
+                Some(f) if f.starts_with(b"rt_") && contains(f, b"lock") => capture::RT_SITE,
+                _ => state,
+            },
+            (capture::RT_SITE, _) => match frame_function(line) {
+                Some(f) if !plausible_caller(f, line) => state,
+                Some(f) => {
+                    self.lock_at.push(f);
+                    capture::DONE
+                }
+                None => state,
+            },
+            _ => state,
+        };
+        if next != state {
+            self.capture.store(next, Relaxed);
+        }
     }
 
     fn on_event(&self, counter: &Atomic<u64>) {
@@ -181,6 +395,9 @@ impl Detector {
         self.extfrag.store(0, Relaxed);
         self.kswapd_wakeups.store(0, Relaxed);
         self.alloc_warnings.store(0, Relaxed);
+        self.capture.store(capture::IDLE, Relaxed);
+        self.lock.clear();
+        self.lock_at.clear();
         self.cell_unattributed.store(0, Relaxed);
         self.after_rule.store(false, Relaxed);
         self.hardirq_cell.store(hardirq, Relaxed);
@@ -211,6 +428,8 @@ impl Detector {
         Observed {
             reports: core::array::from_fn(|i| self.reports[i].load(Relaxed)),
             unattributed: self.cell_unattributed.load(Relaxed),
+            lock: self.lock.get(),
+            lock_at: self.lock_at.get(),
         }
     }
 }

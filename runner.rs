@@ -29,7 +29,7 @@ const PCP_ATTEMPTS: u32 = 5;
 /// Most blocks `path=slowpath` holds while memory is drained.
 const DRAIN_MAX_BLOCKS: usize = 1 << 16;
 /// Reasons a run of a cell does not answer it (`unsettled=`).
-const FASTPATH_OPEN: &str = "fastpath_open";
+const ABOVE_MIN: &str = "above_min_watermark";
 const KSWAPD_AWAKE: &str = "kswapd_awake";
 const KSWAPD_HOPELESS: &str = "kswapd_hopeless";
 const WARN_SPENT: &str = "warn_spent";
@@ -84,7 +84,7 @@ pub(crate) struct CellResult {
     /// Whether the last run left the CPU whose per-cpu list it filled.
     migrated: bool,
     /// Why this observation does not answer the cell, though it ran: the
-    /// state it needed was not there (`path=slowpath`: a zone above its low
+    /// state it needed was not there (`path=slowpath`: a zone above its min
     /// watermark, kswapd awake or hopeless), or the kernel's allocation
     /// failure warning was spent (`warn_alloc()` prints once per 10 s).
     /// The cell must run again from a fresh state.
@@ -124,6 +124,8 @@ impl CellResult {
             observed: Observed {
                 reports: [0; 5],
                 unattributed: 0,
+                lock: Default::default(),
+                lock_at: Default::default(),
             },
             alloc_ns: Stats::default(),
             zone_locked_alloc_ns: 0,
@@ -178,6 +180,11 @@ impl fmt::Display for CellResult {
         for (name, count) in REPORT_KINDS.iter().zip(self.observed.reports) {
             write!(f, " {}={}", name.to_str().unwrap_or("?"), count)?;
         }
+        write!(
+            f,
+            " lock={} lock_at={}",
+            self.observed.lock, self.observed.lock_at
+        )?;
         writeln!(
             f,
             " unattributed={} alloc_ns_min={} alloc_ns_median={} alloc_ns_max={} zone_locked_alloc_ns={} section_ns={}",
@@ -375,7 +382,7 @@ impl State {
             r.attempts = attempts;
             // Migration and a kswapd still running pass; a spent warning or
             // a hopeless node do not (a fresh kernel is needed).
-            let passing = r.migrated || matches!(r.unsettled, Some(KSWAPD_AWAKE | FASTPATH_OPEN));
+            let passing = r.migrated || matches!(r.unsettled, Some(KSWAPD_AWAKE | ABOVE_MIN));
             if !passing || attempts == PCP_ATTEMPTS || self.stopping.load(Relaxed) {
                 return Ok(r);
             }
@@ -404,6 +411,11 @@ impl State {
             let fifo = sys::FifoWhileDrained::new();
             let drained = Self::drain()?;
             r.unsettled = Self::slowpath_unready();
+            if r.unsettled.is_some() {
+                // Not run: the section would spend lockdep's one report
+                // and the rate limits on a state that is not the cell's.
+                return Ok(r);
+            }
             (Some(fifo), Some(drained))
         } else {
             (None, None)
@@ -521,8 +533,8 @@ impl State {
 
     /// Why the state `path=slowpath` needs is not there, if it is not.
     fn slowpath_unready() -> Option<&'static str> {
-        if !sys::below_low_watermarks() {
-            return Some(FASTPATH_OPEN);
+        if !sys::at_min_watermarks() {
+            return Some(ABOVE_MIN);
         }
         match sys::kswapd() {
             sys::Kswapd::Asleep => None,

@@ -311,17 +311,19 @@ pub(crate) fn headroom(order: u32) -> Headroom {
 }
 
 /// Whether every populated zone up to `ZONE_NORMAL` of every node holds at
-/// most its low watermark (boost and lowmem reserve included) in free
+/// most its min watermark (boost and lowmem reserve included) in free
 /// pages: then `get_page_from_freelist()` fails every zone with the fast
-/// path's `ALLOC_WMARK_LOW`, and `__alloc_pages_noprof()` takes
-/// `__alloc_pages_slowpath()`. A snapshot, read as [`headroom`] reads.
-pub(crate) fn below_low_watermarks() -> bool {
+/// path's `ALLOC_WMARK_LOW`, `__alloc_pages_noprof()` takes
+/// `__alloc_pages_slowpath()`, and its retry at `ALLOC_WMARK_MIN` fails
+/// too, unless the mask may use reserves. A snapshot, read as [`headroom`]
+/// reads.
+pub(crate) fn at_min_watermarks() -> bool {
     let mut below = true;
     for_each_node(|node| {
         for z in 0..=bindings::zone_type_ZONE_NORMAL as usize {
             // SAFETY: `z` indexes `node_zones` of a live node; each load
             // reads one word.
-            let (managed, free, low, boost, reserve) = unsafe {
+            let (managed, free, min, boost, reserve) = unsafe {
                 let zone = &raw const (*node).node_zones[z];
                 (
                     core::ptr::read_volatile(&raw const (*zone).managed_pages.counter),
@@ -330,7 +332,7 @@ pub(crate) fn below_low_watermarks() -> bool {
                             .counter,
                     ),
                     core::ptr::read_volatile(
-                        &raw const (*zone)._watermark[bindings::zone_watermarks_WMARK_LOW as usize],
+                        &raw const (*zone)._watermark[bindings::zone_watermarks_WMARK_MIN as usize],
                     ),
                     core::ptr::read_volatile(&raw const (*zone).watermark_boost),
                     core::ptr::read_volatile(
@@ -338,7 +340,7 @@ pub(crate) fn below_low_watermarks() -> bool {
                     ),
                 )
             };
-            let mark = i64::try_from(low + boost)
+            let mark = i64::try_from(min + boost)
                 .unwrap_or(i64::MAX)
                 .saturating_add(reserve as i64);
             if managed > 0 && free > mark {

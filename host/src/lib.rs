@@ -68,6 +68,13 @@ pub struct Cell {
     /// "page allocation failure" warnings the cell printed.
     #[serde(default)]
     pub alloc_warnings: u64,
+    /// The lock behind the cell's first report: lockdep's class name,
+    /// `rtlock` or `might_sleep`; `-` without a report (or in older outputs).
+    #[serde(default = "settled_marker")]
+    pub lock: String,
+    /// Where it was taken: a function, or FILE:LINE for `might_sleep`.
+    #[serde(default = "settled_marker")]
+    pub lock_at: String,
     /// kswapd wakeups during the cell (each takes a `spinlock_t`).
     #[serde(default)]
     pub kswapd_wakeups: u64,
@@ -155,6 +162,8 @@ impl Cell {
                 Some(_) => num("alloc_warnings")?,
                 None => 0,
             },
+            lock: kv.get("lock").copied().unwrap_or("-").to_string(),
+            lock_at: kv.get("lock_at").copied().unwrap_or("-").to_string(),
             kswapd_wakeups: num("kswapd_wakeups")?,
             reports,
             alloc_ns: Stats {
@@ -501,6 +510,84 @@ fn short_gfp(gfp: &str) -> &str {
     }
 }
 
+/// What each lock behind a report is: lockdep class names, and the two
+/// kinds a sleep report gives.
+const LOCKS: &[(&str, &str)] = &[
+    ("&zone->lock", "the zone's buddy-list lock, a spinlock_t: rmqueue_bulk() or rmqueue_buddy() when the per-cpu list cannot serve, or show_free_areas() in warn_alloc()'s show_mem() after a failure without __GFP_NOWARN"),
+    ("&pcp->lock", "the per-cpu list lock, a spinlock_t (taken with a trylock, which lockdep does not check)"),
+    ("&pgdat->kswapd_wait", "kswapd's wait queue lock, a spinlock_t: wakeup_kswapd() for a mask with __GFP_KSWAPD_RECLAIM once the fast path failed"),
+    ("fs_reclaim", "might_alloc()'s lockdep map of reclaim, for a mask with __GFP_DIRECT_RECLAIM: in hard irq an inconsistent lock state"),
+    ("rtlock", "a spinlock_t, a sleeping lock on PREEMPT_RT (no lockdep class in the report: the function that took it tells which)"),
+    ("might_sleep", "no lock: a might_sleep() check, here might_alloc() for a mask with __GFP_DIRECT_RECLAIM"),
+];
+
+/// Functions that take an rtlock in these cells, and which lock it is.
+const RTLOCK_SITES: &[(&str, &str)] = &[
+    ("__rmqueue_pcplist", "zone->lock"),
+    ("rmqueue_bulk", "zone->lock"),
+    ("rmqueue_buddy", "zone->lock"),
+    (
+        "get_page_from_freelist",
+        "zone->lock (rmqueue_buddy(), inlined)",
+    ),
+    ("__show_mem", "zone->lock (show_free_areas(), inlined)"),
+    ("show_free_areas", "zone->lock"),
+    (
+        "__wake_up_common_lock",
+        "a wait queue's lock: kswapd's when the cell woke kswapd",
+    ),
+];
+
+/// The locks behind the reports of one flavor: each lock, what it is, and
+/// the settled cells whose first report it caused; with `cells`, every
+/// such cell with the function that took the lock.
+pub fn explain(report: &Report, cells: bool) -> String {
+    let mut out = String::new();
+    let mut locks: Vec<&str> = Vec::new();
+    for c in report.cells.iter().filter(|c| c.settled() && c.lock != "-") {
+        if !locks.contains(&c.lock.as_str()) {
+            locks.push(&c.lock);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "locks behind the first report of each cell, {} {}:",
+        report.flavor, report.kernel
+    );
+    for lock in locks {
+        let with: Vec<&Cell> = report
+            .cells
+            .iter()
+            .filter(|c| c.settled() && c.lock == lock)
+            .collect();
+        let what = LOCKS
+            .iter()
+            .find(|(l, _)| *l == lock)
+            .map_or("(not one this tool knows)", |(_, w)| w);
+        let _ = writeln!(out, "  {lock}: {} cells; {what}", with.len());
+        let mut sites: Vec<&str> = Vec::new();
+        for c in &with {
+            if !sites.contains(&c.lock_at.as_str()) {
+                sites.push(&c.lock_at);
+            }
+        }
+        for site in sites {
+            let n = with.iter().filter(|c| c.lock_at == site).count();
+            let which = RTLOCK_SITES
+                .iter()
+                .find(|(f, _)| lock == "rtlock" && *f == site)
+                .map_or(String::new(), |(_, l)| format!(": {l}"));
+            let _ = writeln!(out, "    at {site}{which}: {n} cells");
+        }
+        if cells {
+            for c in &with {
+                let _ = writeln!(out, "    {} {} at {}", c.spec, c.symbol(), c.lock_at);
+            }
+        }
+    }
+    out
+}
+
 /// The legend of `Cell::symbol`.
 pub const LEGEND: &str = "legend: . clean  W invalid wait context  S sleeping in atomic  A scheduling while atomic  \
 L other lockdep report  ! warning  F allocation failed  R refused (memory too short)  ? not checked by lockdep\n\
@@ -524,16 +611,31 @@ pub fn diff(a: &Report, b: &Report) -> Vec<String> {
             out.push(format!("{}: only on {}", ca.spec, la));
             continue;
         };
-        if ca.symbol() != cb.symbol() {
+        // The lock behind the first report counts where both name one
+        // (outputs before the field name none).
+        let lock_differs = ca.lock != "-" && cb.lock != "-" && ca.lock != cb.lock;
+        if ca.symbol() != cb.symbol() || lock_differs {
+            let path = if ca.requested_path == "zone_lock" {
+                String::new()
+            } else {
+                format!(" path={}", ca.requested_path)
+            };
+            let answer = |c: &Cell| {
+                if lock_differs {
+                    format!("{} ({})", c.symbol(), c.lock)
+                } else {
+                    c.symbol()
+                }
+            };
             out.push(format!(
-                "{} {} {}: {} {}, {} {}",
+                "{} {} {}{path}: {} {}, {} {}",
                 ca.context,
                 ca.allocator,
                 ca.gfp,
                 la,
-                ca.symbol(),
+                answer(ca),
                 lb,
-                cb.symbol()
+                answer(cb)
             ));
         }
     }
@@ -830,13 +932,53 @@ mod tests {
     }
 
     #[test]
+    fn explain_groups_settled_cells_by_the_lock_behind_their_report() {
+        let mut report = Report {
+            kernel: "7.3.4".into(),
+            flavor: "rt".into(),
+            config: BTreeMap::new(),
+            boots: 1,
+            restores: 0,
+            cells: Vec::new(),
+        };
+        // Older lines name no lock: nothing to explain.
+        assert_eq!(Cell::parse(LINE).unwrap().lock, "-");
+        let with_lock = |lock: &str, at: &str| {
+            Cell::parse(&format!("{LINE} lock={lock} lock_at={at}")).unwrap()
+        };
+        report
+            .cells
+            .push(with_lock("&zone->lock", "__rmqueue_pcplist"));
+        report
+            .cells
+            .push(with_lock("rtlock", "__wake_up_common_lock"));
+        let mut unchecked = with_lock("&pgdat->kswapd_wait", "__wake_up_common_lock");
+        unchecked.lockdep_armed = false;
+        report.cells.push(unchecked);
+        let text = explain(&report, true);
+        assert!(
+            text.contains("&zone->lock: 1 cells; the zone's buddy-list lock"),
+            "{text}"
+        );
+        assert!(
+            text.contains("at __wake_up_common_lock: a wait queue's lock"),
+            "{text}"
+        );
+        // A cell not checked by lockdep explains nothing.
+        assert!(!text.contains("kswapd_wait"), "{text}");
+    }
+
+    #[test]
     fn an_unsettled_cell_is_not_settled_and_old_lines_still_parse() {
         // Lines of outputs before the field existed are settled as before.
         assert!(!LINE.contains("unsettled="));
         assert_eq!(Cell::parse(LINE).unwrap().unsettled, "-");
         let slow = LINE
             .replace(" path=zone_lock n=", " path=slowpath n=")
-            .replace(" kswapd_wakeups=0 ", " kswapd_wakeups=0 alloc_warnings=0 unsettled=warn_spent ");
+            .replace(
+                " kswapd_wakeups=0 ",
+                " kswapd_wakeups=0 alloc_warnings=0 unsettled=warn_spent ",
+            );
         let c = Cell::parse(&slow).unwrap();
         assert!(!c.settled());
         assert_eq!(c.symbol(), "W?");

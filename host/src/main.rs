@@ -4,8 +4,8 @@
 //! the results of one or more flavors.
 
 use rgn_report::{
-    config_flags, diff, merge, parse_boot, parse_cases, same_answers, svg, unanswered, Report,
-    LEGEND,
+    config_flags, diff, explain, merge, parse_boot, parse_cases, same_answers, svg, unanswered,
+    Report, LEGEND,
 };
 use std::path::Path;
 use std::process::ExitCode;
@@ -16,7 +16,8 @@ const USAGE: &str = "usage:
   rgn-report svg --out SVG JSON...
   rgn-report same OUTPUT... -- OUTPUT...   (same answers in both runs; exit 1 if not)
   rgn-report complete OUTPUT...            (every '# CASE' has a settled result; exit 1 if not)
-  rgn-report diff JSON JSON                (the cells whose answer differs)";
+  rgn-report diff JSON JSON                (the cells whose answer differs)
+  rgn-report explain [--cells] JSON...     (the lock behind each report, and what it is)";
 
 fn read(path: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))
@@ -205,6 +206,18 @@ fn cmd_diff(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+fn cmd_explain(args: &[String]) -> Result<(), String> {
+    let cells = args.first().is_some_and(|a| a == "--cells");
+    let files = &args[usize::from(cells)..];
+    if files.is_empty() {
+        return Err("explain needs at least one results file".into());
+    }
+    for f in files {
+        print!("{}", explain(&load(f)?, cells));
+    }
+    Ok(())
+}
+
 fn cmd_svg(args: &[String]) -> Result<(), String> {
     let (opts, files) = options(args, &["out"])?;
     let reports = files
@@ -226,6 +239,7 @@ fn main() -> ExitCode {
         Some("same") => cmd_same(&args[1..]),
         Some("complete") => cmd_complete(&args[1..]),
         Some("diff") => cmd_diff(&args[1..]).map(|()| true),
+        Some("explain") => cmd_explain(&args[1..]).map(|()| true),
         _ => Err(USAGE.to_string()),
     };
     match result {
