@@ -263,7 +263,10 @@ impl State {
     pub(crate) fn new() -> Result<impl PinInit<Self, Error>> {
         let locks = Locks {
             raw: KBox::pin_init(sys::RawSpinLock::new(), GFP_KERNEL)?,
-            spin: KBox::pin_init(kernel::new_spinlock!(()), GFP_KERNEL)?,
+            spin: KBox::pin_init(
+                kernel::new_spinlock!((), "rust_gfp_nolocks_spin"),
+                GFP_KERNEL,
+            )?,
         };
         Ok(try_pin_init!(Self {
             detector: Detector::new(),

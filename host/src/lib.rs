@@ -300,6 +300,15 @@ impl Report {
                 cols.push(col);
             }
         }
+        // Each allocator's masks together, in the module's table order
+        // (the boots' outputs interleave them).
+        let allocators: Vec<&str> = cols.iter().fold(Vec::new(), |mut v, c| {
+            if !v.contains(&c.0) {
+                v.push(c.0);
+            }
+            v
+        });
+        cols.sort_by_key(|c| (allocators.iter().position(|a| *a == c.0), mask_rank(c.1)));
         (rows, cols)
     }
 
@@ -379,10 +388,20 @@ impl Report {
         if !controls.is_empty() {
             let _ = writeln!(out, "controls: {}", controls.join(", "));
         }
-        let slow: Vec<String> = self
+        let mut slow_cells: Vec<&Cell> = self
             .cells
             .iter()
             .filter(|c| c.kind == "alloc" && c.requested_path == "slowpath")
+            .collect();
+        slow_cells.sort_by_key(|c| {
+            (
+                rows.iter().position(|r| *r == c.context),
+                c.allocator != "get_free_page",
+                mask_rank(&c.gfp),
+            )
+        });
+        let slow: Vec<String> = slow_cells
+            .iter()
             .map(|c| {
                 let kswapd = if c.kswapd_wakeups > 0 { "k" } else { "" };
                 let alloc = match c.allocator.as_str() {
@@ -401,7 +420,7 @@ impl Report {
         if !slow.is_empty() {
             let _ = writeln!(
                 out,
-                "slow path (zones below their low watermark, kswapd asleep; k: kswapd woken):\n  {}",
+                "slow path (memory drained to the min watermark, kswapd asleep; k: kswapd woken):\n  {}",
                 slow.join(", ")
             );
         }
@@ -498,6 +517,20 @@ fn short_allocator(name: &str) -> &str {
     }
 }
 
+/// Masks in the order of the module's table; others after them.
+fn mask_rank(gfp: &str) -> usize {
+    const ORDER: [&str; 7] = [
+        "GFP_KERNEL",
+        "GFP_NOWAIT",
+        "GFP_ATOMIC",
+        "0",
+        "__GFP_HIGH",
+        "GFP_ATOMIC|__GFP_NOWARN",
+        "__GFP_NOWARN",
+    ];
+    ORDER.iter().position(|m| *m == gfp).unwrap_or(ORDER.len())
+}
+
 fn short_gfp(gfp: &str) -> &str {
     match gfp {
         "GFP_KERNEL" => "KERNEL",
@@ -519,6 +552,7 @@ const LOCKS: &[(&str, &str)] = &[
     ("fs_reclaim", "might_alloc()'s lockdep map of reclaim, for a mask with __GFP_DIRECT_RECLAIM: in hard irq an inconsistent lock state"),
     ("rtlock", "a spinlock_t, a sleeping lock on PREEMPT_RT (no lockdep class in the report: the function that took it tells which)"),
     ("might_sleep", "no lock: a might_sleep() check, here might_alloc() for a mask with __GFP_DIRECT_RECLAIM"),
+    ("rust_gfp_nolocks_spin", "the module's own spinlock_t, which the control spin_lock_under_raw_spin_lock takes"),
 ];
 
 /// Functions that take an rtlock in these cells, and which lock it is.
