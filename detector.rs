@@ -178,7 +178,8 @@ fn frame_function(line: &[u8]) -> Option<&[u8]> {
 /// this module (its probes) and of lockdep, RCU and printk helpers, which
 /// the lock itself calls, are skipped.
 fn plausible_caller(function: &[u8], line: &[u8]) -> bool {
-    const HELPERS: [&[u8]; 9] = [
+    const HELPERS: [&[u8]; 10] = [
+        b"rt_",
         b"lock_",
         b"__lock_",
         b"mark_",
