@@ -221,6 +221,9 @@ pub(crate) struct Detector {
     pub(crate) kswapd_wakeups: Atomic<u64>,
     /// `warn_alloc()`'s "page allocation failure" lines.
     pub(crate) alloc_warnings: Atomic<u64>,
+    /// Pages `free_pcppages_bulk()` gave back to the buddy lists under
+    /// `zone->lock` (`mm_page_pcpu_drain`): a per-cpu list past its high mark.
+    pub(crate) pcpu_drained: Atomic<u64>,
     after_rule: Atomic<bool>,
     /// `jiffies` of the last "sleeping function called" report, from any task:
     /// `__might_resched()` prints at most once per HZ, system-wide.
@@ -259,6 +262,7 @@ impl Detector {
             extfrag: Atomic::new(0),
             kswapd_wakeups: Atomic::new(0),
             alloc_warnings: Atomic::new(0),
+            pcpu_drained: Atomic::new(0),
             after_rule: Atomic::new(false),
             last_sleep_report: Atomic::new(sys::jiffies()),
             unattributed: Atomic::new(0),
@@ -396,6 +400,7 @@ impl Detector {
         self.extfrag.store(0, Relaxed);
         self.kswapd_wakeups.store(0, Relaxed);
         self.alloc_warnings.store(0, Relaxed);
+        self.pcpu_drained.store(0, Relaxed);
         self.capture.store(capture::IDLE, Relaxed);
         self.lock.clear();
         self.lock_at.clear();
@@ -510,4 +515,21 @@ pub(crate) unsafe extern "C" fn wakeup_kswapd_probe(
     // SAFETY: `data` is the registered `Detector`.
     let d = unsafe { detector(data) };
     d.on_event(&d.kswapd_wakeups);
+}
+
+/// Probe on `mm_page_pcpu_drain`, which fires under `zone->lock` for each
+/// page `free_pcppages_bulk()` moves from a per-cpu list to the buddy lists.
+///
+/// # Safety
+///
+/// `data` as in [`detector`].
+pub(crate) unsafe extern "C" fn pcpu_drain_probe(
+    data: *mut c_void,
+    _page: *mut bindings::page,
+    _order: c_uint,
+    _migratetype: c_int,
+) {
+    // SAFETY: `data` is the registered `Detector`.
+    let d = unsafe { detector(data) };
+    d.on_event(&d.pcpu_drained);
 }

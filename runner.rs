@@ -399,9 +399,13 @@ impl State {
         let gfp = MASKS[cell.mask].gfp;
         let n = cell.n as usize;
         // Reserved before the section: nothing inside it may allocate, and
-        // no page is dropped (freed) inside it. Up to MAX_ITERATIONS
+        // no page is dropped (freed) inside it (a freeing cell frees them
+        // there, on purpose). Up to MAX_ITERATIONS
         // entries, so kvmalloc: no large physically contiguous block.
         let mut pages = KVVec::<sys::Pages>::with_capacity(n, GFP_KERNEL)?;
+        if def.frees {
+            return self.free_section(cell, pages);
+        }
         let mut times = KVVec::<u64>::with_capacity(n, GFP_KERNEL)?;
         let warmed_cpu = match cell.path {
             Path::Pcp => Some(self.warm_pcp(def, gfp, cell.order, n)?),
@@ -506,6 +510,57 @@ impl State {
         };
         r.alloc_ns = Stats::of(&mut times);
         r.zone_locked_alloc_ns = zone_locked_alloc_ns;
+        Ok(r)
+    }
+
+    /// A freeing cell: `n` pages allocated before the section (process
+    /// context, `GFP_KERNEL`), freed one by one inside it until
+    /// `free_pcppages_bulk()` took `zone->lock` (`mm_page_pcpu_drain`); the
+    /// rest are freed after it, still observed.
+    fn free_section(&self, cell: AllocCell, mut pages: KVVec<sys::Pages>) -> Result<CellResult> {
+        let def = &ALLOCATORS[cell.alloc];
+        while pages.len() < cell.n as usize {
+            match (def.alloc)(sys::GFP_KERNEL | sys::GFP_NOWARN, cell.order) {
+                Some(p) => {
+                    if let Err(p) = pages.push_within_capacity(p) {
+                        drop(p);
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        let mut r = CellResult::new(Cell::Alloc(cell), Outcome::Ran);
+        r.allocated = pages.len() as u32;
+        let mut freed = 0u32;
+        let detector = &self.detector;
+        r.lockdep_before = sys::lockdep_armed();
+        detector.begin(CONTEXTS[cell.ctx].hardirq);
+        let start = Instant::<Monotonic>::now();
+        (CONTEXTS[cell.ctx].enter)(&self.locks, &mut || {
+            detector.body(&mut || {
+                while let Some(p) = pages.pop() {
+                    drop(p);
+                    freed += 1;
+                    if detector.pcpu_drained.load(Relaxed) > 0 {
+                        break;
+                    }
+                }
+            })
+        });
+        r.section_ns = start.elapsed().as_nanos() as u64;
+        r.zone_locked_pages = detector.pcpu_drained.load(Relaxed);
+        drop(pages);
+        r.observed = detector.end();
+        r.lockdep_after = sys::lockdep_armed();
+        r.iterations = freed;
+        r.path = if r.zone_locked_pages > 0 {
+            "zone_lock"
+        } else if freed > 0 {
+            "pcp"
+        } else {
+            "none"
+        };
         Ok(r)
     }
 

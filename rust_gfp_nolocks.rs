@@ -89,7 +89,7 @@ module! {
 
 struct GfpNoLocks {
     // Field order is teardown order: probes go before the state they point to.
-    _probes: [sys::Probe; 4],
+    _probes: [sys::Probe; 5],
     state: Pin<KBox<Scope<State>>>,
 }
 
@@ -104,6 +104,7 @@ impl kernel::Module for GfpNoLocks {
         let zone_locked: sys::ZoneLockedProbeFn = detector::zone_locked_probe;
         let extfrag: sys::ExtfragProbeFn = detector::extfrag_probe;
         let wakeup_kswapd: sys::WakeupKswapdProbeFn = detector::wakeup_kswapd_probe;
+        let pcpu_drain: sys::PcpuDrainProbeFn = detector::pcpu_drain_probe;
         let attach = |name: &'static CStr, func: *mut c_void| {
             // SAFETY: Each probe below has its tracepoint's signature, and
             // `detector` outlives the probes (field order in `GfpNoLocks`).
@@ -116,6 +117,7 @@ impl kernel::Module for GfpNoLocks {
             attach(c"mm_page_alloc_zone_locked", zone_locked as *mut c_void)?,
             attach(c"mm_page_alloc_extfrag", extfrag as *mut c_void)?,
             attach(c"mm_vmscan_wakeup_kswapd", wakeup_kswapd as *mut c_void)?,
+            attach(c"mm_page_pcpu_drain", pcpu_drain as *mut c_void)?,
         ];
         // Reports printed before the probe was attached are invisible. Every
         // __might_resched() report taints the kernel with TAINT_WARN: without

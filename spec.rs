@@ -31,8 +31,12 @@ impl Path {
     }
 }
 
-/// Most allocations one cell makes: enough to drain a per-cpu list.
-pub(crate) const MAX_ITERATIONS: u32 = 8192;
+/// Most allocations (or frees) one cell makes: enough to drain a per-cpu
+/// list, or to fill one past its high mark (which grows with frees, up to
+/// `high_max`: 30248 pages in the test guest's 1 GiB zone).
+pub(crate) const MAX_ITERATIONS: u32 = 65536;
+/// Frees of a freeing cell, by default: past the test guest's `high_max`.
+const DEFAULT_FREE_ITERATIONS: u32 = 32768;
 const DEFAULT_ZONE_LOCK_ITERATIONS: u32 = 4096;
 const DEFAULT_PCP_ITERATIONS: u32 = 16;
 /// The slow path's first allocation is the answer; more may take reserves.
@@ -234,6 +238,12 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
         None => def.default_order,
     };
     let path = path.unwrap_or(Path::ZoneLock);
+    if def.frees && path != Path::ZoneLock {
+        return Err(bad(format_args!(
+            "{} takes path=zone_lock only (it frees until zone->lock is taken)",
+            def.name
+        )));
+    }
     // The warm-up allocates with the cell's mask under a spinlock_t: a mask
     // that may enter direct reclaim would sleep there for real.
     if path == Path::Pcp && sys::may_block(MASKS[mask].gfp) {
@@ -262,6 +272,7 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
         Some(n) => n,
         None if path == Path::Pcp => DEFAULT_PCP_ITERATIONS,
         None if path == Path::Slowpath => DEFAULT_SLOWPATH_ITERATIONS,
+        None if def.frees => DEFAULT_FREE_ITERATIONS,
         None => DEFAULT_ZONE_LOCK_ITERATIONS,
     };
     Ok(Spec::One(Cell::Alloc(AllocCell {
@@ -287,7 +298,11 @@ pub(crate) fn for_each_case(mut f: impl FnMut(Cell) -> Result) -> Result {
                         mask,
                         order: def.default_order,
                         path: Path::ZoneLock,
-                        n: DEFAULT_ZONE_LOCK_ITERATIONS,
+                        n: if def.frees {
+                            DEFAULT_FREE_ITERATIONS
+                        } else {
+                            DEFAULT_ZONE_LOCK_ITERATIONS
+                        },
                     }))?;
                 }
             }

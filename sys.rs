@@ -644,5 +644,8 @@ pub(crate) type ZoneLockedProbeFn =
 pub(crate) type ExtfragProbeFn =
     unsafe extern "C" fn(*mut c_void, *mut bindings::page, c_int, c_int, c_int, c_int);
 /// `mm_vmscan_wakeup_kswapd(nid, zid, order, gfp_flags)`.
+/// `mm_page_pcpu_drain(page, order, migratetype)`.
+pub(crate) type PcpuDrainProbeFn =
+    unsafe extern "C" fn(*mut c_void, *mut bindings::page, c_uint, c_int);
 pub(crate) type WakeupKswapdProbeFn =
     unsafe extern "C" fn(*mut c_void, c_int, c_int, c_int, bindings::gfp_t);

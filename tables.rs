@@ -132,6 +132,9 @@ pub(crate) struct AllocatorDef {
     pub(crate) accepts: fn(sys::Gfp) -> bool,
     /// Whether a failure without `__GFP_NOWARN` goes through `warn_alloc()`.
     pub(crate) warns: bool,
+    /// A freeing row: `alloc` takes `n` pages before the section (with
+    /// `GFP_KERNEL`), and the section frees them.
+    pub(crate) frees: bool,
     pub(crate) alloc: AllocFn,
 }
 
@@ -141,6 +144,7 @@ const fn allocator(
     max_order: u32,
     accepts: fn(sys::Gfp) -> bool,
     warns: bool,
+    frees: bool,
     alloc: AllocFn,
 ) -> AllocatorDef {
     AllocatorDef {
@@ -149,6 +153,7 @@ const fn allocator(
         max_order,
         accepts,
         warns,
+        frees,
         alloc,
     }
 }
@@ -162,14 +167,20 @@ const fn allocator(
 ///
 /// `alloc_pages_nolock()` adds `__GFP_NOWARN` itself.
 ///
+/// `free_page` is a freeing row: `free_page()` of pages allocated before
+/// the section; it takes `gfp=0` only (a free takes no mask) and order 0,
+/// which goes through the per-cpu list and reaches `zone->lock` once the
+/// list passes its high mark (`free_pcppages_bulk()`).
+///
 /// One line per allocator: name, default order, highest order, masks
-/// accepted, whether failures warn, call.
+/// accepted, whether failures warn, whether it frees, call.
 #[rustfmt::skip]
 pub(crate) const ALLOCATORS: &[AllocatorDef] = &[
     #[cfg(have_alloc_pages_nolock)]
-    allocator("alloc_pages_nolock", 0, sys::PCP_MAX_ORDER, |gfp| gfp == 0, false, sys::alloc_pages_nolock),
-    allocator("get_free_page", 0, 0, |_| true, true, sys::get_free_pages),
-    allocator("get_free_pages", 4, sys::MAX_ORDER, |_| true, true, sys::get_free_pages),
+    allocator("alloc_pages_nolock", 0, sys::PCP_MAX_ORDER, |gfp| gfp == 0, false, false, sys::alloc_pages_nolock),
+    allocator("get_free_page", 0, 0, |_| true, true, false, sys::get_free_pages),
+    allocator("get_free_pages", 4, sys::MAX_ORDER, |_| true, true, false, sys::get_free_pages),
+    allocator("free_page", 0, 0, |gfp| gfp == 0, false, true, sys::get_free_pages),
 ];
 
 pub(crate) struct ControlDef {

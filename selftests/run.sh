@@ -276,6 +276,7 @@ expected_cases() {
 		[ "$nolock" -eq 0 ] || echo "ctx=$ctx alloc=alloc_pages_nolock gfp=0 order=0 path=zone_lock n=4096"
 		for m in $masks; do echo "ctx=$ctx alloc=get_free_page gfp=$m order=0 path=zone_lock n=4096"; done
 		for m in $masks; do echo "ctx=$ctx alloc=get_free_pages gfp=$m order=4 path=zone_lock n=4096"; done
+		echo "ctx=$ctx alloc=free_page gfp=0 order=0 path=zone_lock n=32768"
 	done
 	echo "control=empty"
 	echo "control=spin_lock_under_raw_spin_lock"

@@ -513,6 +513,7 @@ fn short_allocator(name: &str) -> &str {
         "get_free_page" => "__get_free_page()",
         "get_free_pages" => "__get_free_pages(order 4)",
         "alloc_pages_nolock" => "nolock",
+        "free_page" => "free_page()",
         other => other,
     }
 }
