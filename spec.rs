@@ -286,24 +286,33 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
 }
 
 /// Every cell this kernel can run with default parameters, in `run all` order:
-/// rows by increasing atomicity, the controls (which splat on purpose) last.
+/// rows by increasing atomicity, allocations before frees, the controls
+/// (which splat on purpose) last.
 pub(crate) fn for_each_case(mut f: impl FnMut(Cell) -> Result) -> Result {
-    for ctx in 0..CONTEXTS.len() {
-        for (alloc, def) in ALLOCATORS.iter().enumerate() {
-            for (mask, m) in MASKS.iter().enumerate() {
-                if (def.accepts)(m.gfp) {
-                    f(Cell::Alloc(AllocCell {
-                        ctx,
-                        alloc,
-                        mask,
-                        order: def.default_order,
-                        path: Path::ZoneLock,
-                        n: if def.frees {
-                            DEFAULT_FREE_ITERATIONS
-                        } else {
-                            DEFAULT_ZONE_LOCK_ITERATIONS
-                        },
-                    }))?;
+    // Freeing rows after every allocation row: they leave the per-cpu
+    // lists full and their high marks raised, where the allocation rows
+    // need to reach zone->lock within n allocations.
+    for frees in [false, true] {
+        for ctx in 0..CONTEXTS.len() {
+            for (alloc, def) in ALLOCATORS.iter().enumerate() {
+                if def.frees != frees {
+                    continue;
+                }
+                for (mask, m) in MASKS.iter().enumerate() {
+                    if (def.accepts)(m.gfp) {
+                        f(Cell::Alloc(AllocCell {
+                            ctx,
+                            alloc,
+                            mask,
+                            order: def.default_order,
+                            path: Path::ZoneLock,
+                            n: if frees {
+                                DEFAULT_FREE_ITERATIONS
+                            } else {
+                                DEFAULT_ZONE_LOCK_ITERATIONS
+                            },
+                        }))?;
+                    }
                 }
             }
         }

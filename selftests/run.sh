@@ -216,7 +216,7 @@ phase_badinput() {
 	bad "fixed order changed" "$good gfp=0 order=2" "order 0 only"
 	bad "n=0" "$good gfp=0 n=0" "n=0"
 	bad "n overflowing u64" "$good gfp=0 n=99999999999999999999999" "'n=99999999999999999999999'"
-	bad "n above the cap" "$good gfp=0 n=8193" "'n=8193'"
+	bad "n above the cap" "$good gfp=0 n=65537" "'n=65537'"
 	bad "unknown key" "$good gfp=0 bogus=1" "unknown key 'bogus'"
 	bad "token without =" "$good gfp=0 trailing" "'trailing'"
 	bad "key given twice" "ctx=process $good gfp=0" "'ctx' given twice"
