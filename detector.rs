@@ -323,11 +323,11 @@ impl Detector {
     fn capture_lock(&self, line: &[u8], kind: Option<usize>) {
         let state = self.capture.load(Relaxed);
         let next = match (state, kind) {
+            // A second report before the first named its lock: stop there.
+            (s, Some(_)) if s != capture::IDLE && s != capture::DONE => capture::DONE,
             (capture::IDLE, Some(INVALID_WAIT_CONTEXT | LOCKDEP_OTHER)) => capture::LOCKDEP_HEADER,
             (capture::IDLE, Some(SLEEPING_IN_ATOMIC)) => {
-                if contains(line, b"kernel/locking/spinlock_rt.c")
-                    || contains(line, b"kernel/locking/rwlock_rt.c")
-                {
+                if contains(line, b"kernel/locking/spinlock_rt.c") {
                     self.lock.push(b"rtlock");
                     capture::RT_FRAME
                 } else {
@@ -346,6 +346,8 @@ impl Detector {
                 if line.ends_with(b" is trying to lock:")
                     || line.ends_with(b" takes:")
                     || line.ends_with(b" is trying to acquire lock:")
+                    || line.ends_with(b" is trying to acquire:")
+                    || line.ends_with(b" just changed the state of lock:")
                 {
                     capture::LOCK_OPEN
                 } else {
@@ -366,7 +368,15 @@ impl Detector {
                 capture::DONE
             }
             (capture::RT_FRAME, _) => match frame_function(line) {
-                Some(f) if f.starts_with(b"rt_") && contains(f, b"lock") => capture::RT_SITE,
+                // Acquisitions only: stale unlock frames are common in a
+                // trace without frame pointers.
+                Some(f)
+                    if f.starts_with(b"rt_spin_lock")
+                        || f == b"rt_read_lock"
+                        || f == b"rt_write_lock" =>
+                {
+                    capture::RT_SITE
+                }
                 _ => state,
             },
             (capture::RT_SITE, _) => match frame_function(line) {
@@ -425,6 +435,11 @@ impl Detector {
     }
 
     /// Buddy-list trips of the running cell so far.
+    /// Whether the running cell printed a report so far.
+    pub(crate) fn reported(&self) -> bool {
+        self.reports.iter().any(|r| r.load(Relaxed) > 0)
+    }
+
     pub(crate) fn buddy_events(&self) -> u64 {
         self.zone_locked.load(Relaxed) + self.extfrag.load(Relaxed)
     }

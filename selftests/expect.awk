@@ -32,6 +32,20 @@ FNR == NR {
 		next
 	rows++
 	rflavor[rows] = $1; rctx[rows] = $2; ralloc[rows] = $3; rgfp[rows] = $4; rpath[rows] = $5; rexpect[rows] = $6
+	# A token the judge does not know would check nothing: refuse the file.
+	ntok = split($6, tok, ",")
+	for (t = 1; t <= ntok; t++) {
+		if (tok[t] == "clean" || tok[t] == "alloc_fails" || tok[t] in is_kind)
+			continue
+		if (tok[t] == "kswapd" && $5 == "slowpath")
+			continue
+		if (tok[t] ~ /^[a-z_]+=[0-9]+$/ && (substr(tok[t], 1, index(tok[t], "=") - 1) in is_kind || tok[t] ~ /^unattributed=/))
+			continue
+		if (tok[t] ~ /^lock=[^ ]+$/)
+			continue
+		printf "expect.awk: expectations.txt row %d: unknown or misplaced token '%s' (kswapd only on path slowpath)\n", rows, tok[t] > "/dev/stderr"
+		exit 2
+	}
 	reason = $0
 	for (i = 1; i <= 6; i++)
 		sub(/^[ \t]*[^ \t]+/, "", reason)
@@ -108,6 +122,14 @@ function check(row,    want, exact, n, parts, i, kv, k, armed, bad, observed, fa
 	}
 	armed = obs["lockdep_before"] == 1
 	bad = ""; observed = ""
+	# A field missing from the results line must not read as 0.
+	for (i = 1; i <= nkinds; i++)
+		if (!(kinds[i] in obs))
+			bad = bad " missing " kinds[i] "="
+	if (!("lockdep_before" in obs) || !("outcome" in obs))
+		bad = bad " missing lockdep_before= or outcome="
+	if (obs["kind"] == "alloc" && !("observed_path" in obs))
+		bad = bad " missing observed_path="
 	for (i = 1; i <= nkinds; i++) {
 		k = kinds[i]
 		if (obs[k] > 0)

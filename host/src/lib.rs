@@ -547,7 +547,7 @@ fn short_gfp(gfp: &str) -> &str {
 /// What each lock behind a report is: lockdep class names, and the two
 /// kinds a sleep report gives.
 const LOCKS: &[(&str, &str)] = &[
-    ("&zone->lock", "the zone's buddy-list lock, a spinlock_t: rmqueue_bulk() or rmqueue_buddy() when the per-cpu list cannot serve, or show_free_areas() in warn_alloc()'s show_mem() after a failure without __GFP_NOWARN"),
+    ("&zone->lock", "the zone's buddy-list lock, a spinlock_t: rmqueue_bulk() or rmqueue_buddy() when the per-cpu list cannot serve, free_pcppages_bulk() when a free fills it past its high mark, or show_free_areas() in warn_alloc()'s show_mem() after a failure without __GFP_NOWARN"),
     ("&pcp->lock", "the per-cpu list lock, a spinlock_t (taken with a trylock, which lockdep does not check)"),
     ("&pgdat->kswapd_wait", "kswapd's wait queue lock, a spinlock_t: wakeup_kswapd() for a mask with __GFP_KSWAPD_RECLAIM once the fast path failed"),
     ("fs_reclaim", "might_alloc()'s lockdep map of reclaim, for a mask with __GFP_DIRECT_RECLAIM: in hard irq an inconsistent lock state"),
@@ -567,6 +567,12 @@ const RTLOCK_SITES: &[(&str, &str)] = &[
     ),
     ("__show_mem", "zone->lock (show_free_areas(), inlined)"),
     ("show_free_areas", "zone->lock"),
+    ("free_pcppages_bulk", "zone->lock"),
+    (
+        "free_frozen_page_commit",
+        "zone->lock (free_pcppages_bulk(), inlined)",
+    ),
+    ("free_one_page", "zone->lock"),
     (
         "__wake_up_common_lock",
         "a wait queue's lock: kswapd's when the cell woke kswapd",
