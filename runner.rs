@@ -354,15 +354,8 @@ impl State {
     fn run_control(&self, c: usize, ctx: usize) -> CellResult {
         let def = &CONTROLS[c];
         let mut r = CellResult::new(Cell::Control { control: c, ctx }, Outcome::Ran);
-        r.lockdep_before = sys::lockdep_armed();
-        self.detector.begin(CONTEXTS[ctx].hardirq);
-        let start = Instant::<Monotonic>::now();
-        (CONTEXTS[ctx].enter)(&self.locks, &mut || {
-            self.detector.body(&mut || (def.body)(&self.locks))
-        });
-        r.section_ns = start.elapsed().as_nanos() as u64;
-        r.observed = self.detector.end();
-        r.lockdep_after = sys::lockdep_armed();
+        self.observe_section(&mut r, ctx, &mut || (def.body)(&self.locks));
+        self.end_observation(&mut r);
         r
     }
 
@@ -435,45 +428,39 @@ impl State {
 
         // Observation starts after the warm-up: its reports and its trips
         // through zone->lock are not the cell's.
-        r.lockdep_before = sys::lockdep_armed();
-        detector.begin(CONTEXTS[cell.ctx].hardirq);
-        let start = Instant::<Monotonic>::now();
-        (CONTEXTS[cell.ctx].enter)(&self.locks, &mut || {
-            detector.body(&mut || {
-                cpu_first = sys::current_cpu();
-                while (iterations as usize) < n {
-                    let buddy_before = detector.buddy_events();
-                    let t0 = Instant::<Monotonic>::now();
-                    let page = (def.alloc)(gfp, cell.order);
-                    let ns = t0.elapsed().as_nanos() as u64;
-                    let _ = times.push_within_capacity(ns);
-                    if zone_locked_alloc_ns == 0 && detector.buddy_events() != buddy_before {
-                        zone_locked_alloc_ns = ns;
-                    }
-                    iterations += 1;
-                    let got = page.is_some();
-                    match page {
-                        Some(p) => {
-                            // At most `n` pages into `n` reserved slots; were
-                            // it ever full, the page waits in `spare`, to be
-                            // freed after the section like the others.
-                            if let Err(p) = pages.push_within_capacity(p) {
-                                spare = Some(p);
-                                break;
-                            }
-                        }
-                        None => failed += 1,
-                    }
-                    // The zone_lock path is driven until it has been taken,
-                    // or until the allocator refuses (it would refuse again).
-                    if cell.path == Path::ZoneLock && (detector.buddy_events() > 0 || !got) {
-                        break;
-                    }
+        self.observe_section(&mut r, cell.ctx, &mut || {
+            cpu_first = sys::current_cpu();
+            while (iterations as usize) < n {
+                let buddy_before = detector.buddy_events();
+                let t0 = Instant::<Monotonic>::now();
+                let page = (def.alloc)(gfp, cell.order);
+                let ns = t0.elapsed().as_nanos() as u64;
+                let _ = times.push_within_capacity(ns);
+                if zone_locked_alloc_ns == 0 && detector.buddy_events() != buddy_before {
+                    zone_locked_alloc_ns = ns;
                 }
-                cpu_last = sys::current_cpu();
-            })
+                iterations += 1;
+                let got = page.is_some();
+                match page {
+                    Some(p) => {
+                        // At most `n` pages into `n` reserved slots; were
+                        // it ever full, the page waits in `spare`, to be
+                        // freed after the section like the others.
+                        if let Err(p) = pages.push_within_capacity(p) {
+                            spare = Some(p);
+                            break;
+                        }
+                    }
+                    None => failed += 1,
+                }
+                // The zone_lock path is driven until it has been taken,
+                // or until the allocator refuses (it would refuse again).
+                if cell.path == Path::ZoneLock && (detector.buddy_events() > 0 || !got) {
+                    break;
+                }
+            }
+            cpu_last = sys::current_cpu();
         });
-        r.section_ns = start.elapsed().as_nanos() as u64;
         r.zone_locked_pages = detector.zone_locked.load(Relaxed);
         r.extfrag_events = detector.extfrag.load(Relaxed);
         r.kswapd_wakeups = detector.kswapd_wakeups.load(Relaxed);
@@ -484,8 +471,7 @@ impl State {
         drop(pages);
         drop(spare);
         r.alloc_warnings = detector.alloc_warnings.load(Relaxed);
-        r.observed = detector.end();
-        r.lockdep_after = sys::lockdep_armed();
+        self.end_observation(&mut r);
         drop(drained);
         drop(fifo);
         // warn_alloc() prints once per 10 s, system-wide: a failure without
@@ -513,6 +499,23 @@ impl State {
         Ok(r)
     }
 
+    /// Runs `body` in the context of `ctx`, observed by the detector, and
+    /// records `lockdep_before` and the section's duration in `r`. The
+    /// observation goes on until [`Self::end_observation`]: what the caller
+    /// frees after the section is still the cell's.
+    fn observe_section(&self, r: &mut CellResult, ctx: usize, body: &mut dyn FnMut()) {
+        r.lockdep_before = sys::lockdep_armed();
+        self.detector.begin(CONTEXTS[ctx].hardirq);
+        let start = Instant::<Monotonic>::now();
+        (CONTEXTS[ctx].enter)(&self.locks, &mut || self.detector.body(body));
+        r.section_ns = start.elapsed().as_nanos() as u64;
+    }
+
+    fn end_observation(&self, r: &mut CellResult) {
+        r.observed = self.detector.end();
+        r.lockdep_after = sys::lockdep_armed();
+    }
+
     /// A freeing cell: `n` pages allocated before the section (process
     /// context, `GFP_KERNEL`), freed one by one inside it until
     /// `free_pcppages_bulk()` took `zone->lock` (`mm_page_pcpu_drain`); the
@@ -534,28 +537,21 @@ impl State {
         r.allocated = pages.len() as u32;
         let mut freed = 0u32;
         let detector = &self.detector;
-        r.lockdep_before = sys::lockdep_armed();
-        detector.begin(CONTEXTS[cell.ctx].hardirq);
-        let start = Instant::<Monotonic>::now();
-        (CONTEXTS[cell.ctx].enter)(&self.locks, &mut || {
-            detector.body(&mut || {
-                while let Some(p) = pages.pop() {
-                    drop(p);
-                    freed += 1;
-                    // A report also ends it: a free whose per-cpu trylock
-                    // failed takes zone->lock in free_one_page(), which no
-                    // tracepoint shows; no more of those than needed.
-                    if detector.pcpu_drained.load(Relaxed) > 0 || detector.reported() {
-                        break;
-                    }
+        self.observe_section(&mut r, cell.ctx, &mut || {
+            while let Some(p) = pages.pop() {
+                drop(p);
+                freed += 1;
+                // A report also ends it: a free whose per-cpu trylock
+                // failed takes zone->lock in free_one_page(), which no
+                // tracepoint shows; no more of those than needed.
+                if detector.pcpu_drained.load(Relaxed) > 0 || detector.reported() {
+                    break;
                 }
-            })
+            }
         });
-        r.section_ns = start.elapsed().as_nanos() as u64;
         r.zone_locked_pages = detector.pcpu_drained.load(Relaxed);
         drop(pages);
-        r.observed = detector.end();
-        r.lockdep_after = sys::lockdep_armed();
+        self.end_observation(&mut r);
         r.iterations = freed;
         r.path = if r.zone_locked_pages > 0 {
             "zone_lock"
