@@ -10,6 +10,10 @@ CACHE_DIR=${RGN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/rust-gfp-nolocks}
 # KERNEL (make KERNEL=7.2, or the environment) picks one, default the newest.
 SUPPORTED_KERNELS="7.2 7.3"
 KERNEL_SERIES=${KERNEL:-${RGN_KERNEL_SERIES:-${SUPPORTED_KERNELS##* }}}
+# ksrc_series DIR: the name a KSRC tree's runs, states and builds are kept
+# under (build trees: ksrc_series-VERSION-FLAVOR-KEY), from its real path.
+ksrc_series() { printf 'ksrc-%s\n' "$(printf '%s' "$1" | sha256sum | cut -c 1-10)"; }
+
 # KSRC (make matrix KSRC=/path/to/linux): the user's own source tree instead
 # of a Debian one. Its runs, states and builds are keyed by its path.
 if [ -n "${KSRC:-}" ]; then
@@ -18,7 +22,7 @@ if [ -n "${KSRC:-}" ]; then
 		printf '%s: error: KSRC=%s is not a directory: give the path of a kernel source tree\n' "${0##*/}" "$_ksrc" >&2
 		exit 1
 	}
-	KERNEL_SERIES=ksrc-$(printf '%s' "$KSRC" | sha256sum | cut -c 1-10)
+	KERNEL_SERIES=$(ksrc_series "$KSRC")
 	export KSRC
 fi
 export KERNEL="$KERNEL_SERIES"
