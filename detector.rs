@@ -201,12 +201,16 @@ const NO_CPU: u32 = u32::MAX;
 pub(crate) struct Detector {
     /// `task_struct` of the running cell, or 0 when no cell runs.
     runner: Atomic<usize>,
-    /// Whether the running cell's body runs in hard interrupt context.
-    hardirq_cell: Atomic<bool>,
-    /// CPU whose hard interrupt handler is running the cell's body, or
-    /// `NO_CPU`. Hard interrupts do not nest: on that CPU, in hard irq
-    /// context, only the handler itself can print.
-    hardirq_cpu: Atomic<u32>,
+    /// Where the running cell's body runs (`ExecContext as u32`).
+    body_in: Atomic<u32>,
+    /// CPU whose interrupt context is running the cell's body, or `NO_CPU`.
+    /// Hard interrupts do not nest: on that CPU, in hard irq context, only
+    /// the handler itself can print. A softirq may share its context with
+    /// other softirqs that the same `do_softirq()` serves.
+    body_cpu: Atomic<u32>,
+    /// Whether a softirq body was served by a task other than the cell's
+    /// (a softirq daemon): on PREEMPT_RT its reports are then not the cell's.
+    body_elsewhere: Atomic<bool>,
     reports: [Atomic<u64>; 5],
     /// Pages the cell took from the buddy lists under `zone->lock`
     /// (`__rmqueue_smallest()`).
@@ -255,8 +259,9 @@ impl Detector {
     pub(crate) fn new() -> Self {
         Self {
             runner: Atomic::new(0),
-            hardirq_cell: Atomic::new(false),
-            hardirq_cpu: Atomic::new(NO_CPU),
+            body_in: Atomic::new(ExecContext::Task as u32),
+            body_cpu: Atomic::new(NO_CPU),
+            body_elsewhere: Atomic::new(false),
             reports: [const { Atomic::new(0) }; 5],
             zone_locked: Atomic::new(0),
             extfrag: Atomic::new(0),
@@ -278,18 +283,25 @@ impl Detector {
     }
 
     /// Whether what is being printed or allocated right now belongs to the
-    /// running cell: its body in hard irq on the handler's CPU, or else its
-    /// task in task context (an interrupt, softirq or NMI landing on the
-    /// task's CPU is not the cell).
+    /// running cell: its task in task context (an interrupt, softirq or NMI
+    /// landing on the task's CPU is not the cell), or its body in the
+    /// interrupt context it runs in, on that CPU. A softirq body counts
+    /// both: on PREEMPT_RT the serving task runs softirqs in task context.
     fn attributed(&self) -> bool {
         if !self.cell_running() {
             return false;
         }
         let context = sys::exec_context();
-        if self.hardirq_cell.load(Relaxed) {
-            context == ExecContext::Hardirq && self.hardirq_cpu.load(Relaxed) == sys::current_cpu()
-        } else {
-            context == ExecContext::Task && self.runner.load(Relaxed) == sys::current_task()
+        let in_task =
+            || context == ExecContext::Task && self.runner.load(Relaxed) == sys::current_task();
+        let in_body = || {
+            context as u32 == self.body_in.load(Relaxed)
+                && self.body_cpu.load(Relaxed) == sys::current_cpu()
+        };
+        match ExecContext::from_u32(self.body_in.load(Relaxed)) {
+            ExecContext::Task => in_task(),
+            ExecContext::Softirq => in_task() || in_body(),
+            ExecContext::Hardirq | ExecContext::Nmi => in_body(),
         }
     }
 
@@ -400,9 +412,9 @@ impl Detector {
         }
     }
 
-    /// Starts observing a cell run by the calling task; `hardirq`: its body
-    /// runs in a hard interrupt (see [`Detector::body`]).
-    pub(crate) fn begin(&self, hardirq: bool) {
+    /// Starts observing a cell run by the calling task, whose body runs in
+    /// `body_in` (see [`Detector::body`]).
+    pub(crate) fn begin(&self, body_in: ExecContext) {
         for r in &self.reports {
             r.store(0, Relaxed);
         }
@@ -416,22 +428,31 @@ impl Detector {
         self.lock_at.clear();
         self.cell_unattributed.store(0, Relaxed);
         self.after_rule.store(false, Relaxed);
-        self.hardirq_cell.store(hardirq, Relaxed);
-        self.hardirq_cpu.store(NO_CPU, Relaxed);
+        self.body_in.store(body_in as u32, Relaxed);
+        self.body_cpu.store(NO_CPU, Relaxed);
+        self.body_elsewhere.store(false, Relaxed);
         self.runner.store(sys::current_task(), Relaxed);
     }
 
     /// Runs the cell's body `f` where the context put it, marking the CPU
-    /// for the duration when that is a hard interrupt handler.
+    /// for the duration when that is an interrupt context.
     pub(crate) fn body(&self, f: &mut dyn FnMut()) {
-        let hardirq = self.hardirq_cell.load(Relaxed);
-        if hardirq {
-            self.hardirq_cpu.store(sys::current_cpu(), Relaxed);
+        let body_in = ExecContext::from_u32(self.body_in.load(Relaxed));
+        if body_in == ExecContext::Task {
+            f();
+            return;
         }
+        if body_in == ExecContext::Softirq && sys::current_task() != self.runner.load(Relaxed) {
+            self.body_elsewhere.store(true, Relaxed);
+        }
+        self.body_cpu.store(sys::current_cpu(), Relaxed);
         f();
-        if hardirq {
-            self.hardirq_cpu.store(NO_CPU, Relaxed);
-        }
+        self.body_cpu.store(NO_CPU, Relaxed);
+    }
+
+    /// Whether the running cell's softirq body was served by another task.
+    pub(crate) fn body_elsewhere(&self) -> bool {
+        self.body_elsewhere.load(Relaxed)
     }
 
     /// Buddy-list trips of the running cell so far.

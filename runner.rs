@@ -33,6 +33,9 @@ const ABOVE_MIN: &str = "above_min_watermark";
 const KSWAPD_AWAKE: &str = "kswapd_awake";
 const KSWAPD_HOPELESS: &str = "kswapd_hopeless";
 const WARN_SPENT: &str = "warn_spent";
+/// A softirq body that a softirq daemon served instead of the cell's task
+/// (on PREEMPT_RT its reports are that daemon's, not the cell's).
+const SOFTIRQ_ELSEWHERE: &str = "softirq_elsewhere";
 /// Memory a blocking mask in an atomic cell must leave free above the
 /// watermarks, for whatever else runs meanwhile: 16 MiB.
 const MARGIN_PAGES: usize = 16 << (20 - kernel::page::PAGE_SHIFT);
@@ -378,7 +381,11 @@ impl State {
             r.attempts = attempts;
             // Migration and a kswapd still running pass; a spent warning or
             // a hopeless node do not (a fresh kernel is needed).
-            let passing = r.migrated || matches!(r.unsettled, Some(KSWAPD_AWAKE | ABOVE_MIN));
+            let passing = r.migrated
+                || matches!(
+                    r.unsettled,
+                    Some(KSWAPD_AWAKE | ABOVE_MIN | SOFTIRQ_ELSEWHERE)
+                );
             if !passing || attempts == PCP_ATTEMPTS || self.stopping.load(Relaxed) {
                 return Ok(r);
             }
@@ -505,13 +512,16 @@ impl State {
     /// frees after the section is still the cell's.
     fn observe_section(&self, r: &mut CellResult, ctx: usize, body: &mut dyn FnMut()) {
         r.lockdep_before = sys::lockdep_armed();
-        self.detector.begin(CONTEXTS[ctx].hardirq);
+        self.detector.begin(CONTEXTS[ctx].body_in);
         let start = Instant::<Monotonic>::now();
         (CONTEXTS[ctx].enter)(&self.locks, &mut || self.detector.body(body));
         r.section_ns = start.elapsed().as_nanos() as u64;
     }
 
     fn end_observation(&self, r: &mut CellResult) {
+        if self.detector.body_elsewhere() {
+            r.unsettled = r.unsettled.or(Some(SOFTIRQ_ELSEWHERE));
+        }
         r.observed = self.detector.end();
         r.lockdep_after = sys::lockdep_armed();
     }

@@ -441,10 +441,22 @@ impl Drop for FifoWhileDrained {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ExecContext {
-    Task,
-    Softirq,
-    Hardirq,
-    Nmi,
+    Task = 0,
+    Softirq = 1,
+    Hardirq = 2,
+    Nmi = 3,
+}
+
+impl ExecContext {
+    /// The inverse of `as u32`, for a context kept in an atomic.
+    pub(crate) fn from_u32(v: u32) -> Self {
+        match v {
+            1 => ExecContext::Softirq,
+            2 => ExecContext::Hardirq,
+            3 => ExecContext::Nmi,
+            _ => ExecContext::Task,
+        }
+    }
 }
 
 /// The context this CPU runs in, from `preempt_count()` (as `in_nmi()`,
@@ -534,6 +546,79 @@ pub(crate) fn in_hardirq(f: &mut dyn FnMut()) {
         bindings::irq_work_queue(work);
         bindings::irq_work_sync(work);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Bottom halves and softirq context on this CPU.
+// ---------------------------------------------------------------------------
+
+/// Runs `f` with bottom halves disabled (`local_bh_disable()`).
+///
+/// The exported `__local_bh_disable_ip()` exists with `CONFIG_TRACE_IRQFLAGS`
+/// or on PREEMPT_RT only (elsewhere it is an inline `preempt_count_add()`);
+/// without it the row is absent. On PREEMPT_RT this takes no preemption
+/// count: it holds `rcu_read_lock()`, disables migration and acquires
+/// lockdep's `local_bh` map. Softirqs raised inside `f` run when `f` returns.
+#[cfg(any(CONFIG_TRACE_IRQFLAGS, CONFIG_PREEMPT_RT))]
+pub(crate) fn with_bh_disabled(f: &mut dyn FnMut()) {
+    let ip = with_bh_disabled as *const () as usize as kernel::ffi::c_ulong;
+    // SAFETY: Balanced by the `__local_bh_enable_ip()` below on the same task,
+    // which runs in process context with interrupts on.
+    unsafe { bindings::__local_bh_disable_ip(ip, bindings::SOFTIRQ_DISABLE_OFFSET) };
+    f();
+    // SAFETY: Balances the `__local_bh_disable_ip()` above.
+    unsafe { bindings::__local_bh_enable_ip(ip, bindings::SOFTIRQ_DISABLE_OFFSET) };
+}
+
+/// A tasklet that runs `f` once, in the softirq that serves it.
+#[cfg(any(CONFIG_TRACE_IRQFLAGS, CONFIG_PREEMPT_RT))]
+#[repr(C)]
+struct SoftirqCall<'a> {
+    tasklet: bindings::tasklet_struct,
+    f: &'a mut dyn FnMut(),
+}
+
+/// # Safety
+///
+/// `t` must be the `tasklet` field of a live `SoftirqCall`.
+#[cfg(any(CONFIG_TRACE_IRQFLAGS, CONFIG_PREEMPT_RT))]
+unsafe extern "C" fn softirq_trampoline(t: *mut bindings::tasklet_struct) {
+    // SAFETY: `t` is the first field of the `SoftirqCall` scheduled by
+    // `in_softirq`, which waits in `tasklet_kill()` for this function.
+    let call = unsafe { &mut *t.cast::<SoftirqCall<'_>>() };
+    (call.f)();
+}
+
+/// Runs `f` in a softirq on this CPU, served by the calling task: a
+/// high-priority tasklet is scheduled with bottom halves disabled, and
+/// `local_bh_enable()` runs it before it returns (`do_softirq()`; on
+/// PREEMPT_RT `__do_softirq()` in this task, with bottom halves still
+/// disabled: a preemptible softirq under `rcu_read_lock()`). Should a
+/// softirq daemon serve it instead, `f` has still run once, on this CPU,
+/// when this returns.
+#[cfg(any(CONFIG_TRACE_IRQFLAGS, CONFIG_PREEMPT_RT))]
+pub(crate) fn in_softirq(f: &mut dyn FnMut()) {
+    let mut call = SoftirqCall {
+        // SAFETY: `tasklet_setup()` below initialises every field.
+        tasklet: unsafe { core::mem::zeroed() },
+        f,
+    };
+    let t = &raw mut call.tasklet;
+    // SAFETY: `t` is valid and stays alive until `tasklet_kill()` returns,
+    // which waits for a scheduled tasklet to have run and finished. The
+    // tasklet is new, so `tasklet_hi_schedule()`'s test-and-set of
+    // TASKLET_STATE_SCHED is a plain set here.
+    unsafe {
+        bindings::tasklet_setup(t, Some(softirq_trampoline));
+        (*t).state = 1 << bindings::TASKLET_STATE_SCHED;
+    }
+    with_bh_disabled(&mut || {
+        // SAFETY: As above; raising HI_SOFTIRQ with bottom halves disabled
+        // wakes no daemon, and `local_bh_enable()` serves it.
+        unsafe { bindings::__tasklet_hi_schedule(t) }
+    });
+    // SAFETY: Process context: `tasklet_kill()` may sleep until it ran.
+    unsafe { bindings::tasklet_kill(t) };
 }
 
 // ---------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 //! The tables: contexts, GFP masks, allocators and controls. Each entry is
 //! one line; the spec grammar, `cases`, `run all` and autorun follow them.
 
-use crate::sys;
+use crate::sys::{self, ExecContext};
 #[cfg(have_local_interrupt_disable)]
 use kernel::interrupt;
 use kernel::{
@@ -21,9 +21,10 @@ pub(crate) struct ContextDef {
     pub(crate) name: &'static str,
     /// Whether the body runs in an atomic section (everything but `process`).
     pub(crate) atomic: bool,
-    /// Whether the body runs in hard interrupt context: the detector then
-    /// attributes reports by CPU and context instead of by task.
-    pub(crate) hardirq: bool,
+    /// Where the body runs: the cell's task, or an interrupt context on its
+    /// CPU, by which the detector attributes reports (see
+    /// `Detector::begin`).
+    pub(crate) body_in: ExecContext,
     /// Runs the body inside the context and leaves it, restoring all state.
     pub(crate) enter: fn(&Locks, &mut dyn FnMut()),
 }
@@ -33,7 +34,7 @@ const fn context(name: &'static str, enter: fn(&Locks, &mut dyn FnMut())) -> Con
     ContextDef {
         name,
         atomic: true,
-        hardirq: false,
+        body_in: ExecContext::Task,
         enter,
     }
 }
@@ -43,17 +44,21 @@ const fn no_section(name: &'static str) -> ContextDef {
     ContextDef {
         name,
         atomic: false,
-        hardirq: false,
+        body_in: ExecContext::Task,
         enter: |_, f| f(),
     }
 }
 
-/// The body runs in a hard interrupt handler.
-const fn hard_interrupt(name: &'static str, enter: fn(&Locks, &mut dyn FnMut())) -> ContextDef {
+/// The body runs in an interrupt context (`body_in`) on the cell's CPU.
+const fn interrupt(
+    name: &'static str,
+    body_in: ExecContext,
+    enter: fn(&Locks, &mut dyn FnMut()),
+) -> ContextDef {
     ContextDef {
         name,
         atomic: true,
-        hardirq: true,
+        body_in,
         enter,
     }
 }
@@ -63,6 +68,13 @@ pub(crate) const CONTEXTS: &[ContextDef] = &[
     no_section("process"),
     context("rcu_read_lock", in_rcu_read_lock),
     context("spin_lock", in_spin_lock),
+    // Bottom halves need the exported __local_bh_disable_ip(); a real
+    // softirq also needs x86 to be attributed (as hardirq below). On
+    // PREEMPT_RT both are task context under rcu_read_lock(), preemptible.
+    #[cfg(any(CONFIG_TRACE_IRQFLAGS, CONFIG_PREEMPT_RT))]
+    context("local_bh_disable", |_, f| sys::with_bh_disabled(f)),
+    #[cfg(all(CONFIG_X86, any(CONFIG_TRACE_IRQFLAGS, CONFIG_PREEMPT_RT)))]
+    interrupt("softirq", ExecContext::Softirq, |_, f| sys::in_softirq(f)),
     #[cfg(any(CONFIG_DEBUG_PREEMPT, CONFIG_TRACE_PREEMPT_TOGGLE))]
     context("preempt_disable", |_, f| sys::with_preempt_disabled(f)),
     #[cfg(have_local_interrupt_disable)]
@@ -73,7 +85,7 @@ pub(crate) const CONTEXTS: &[ContextDef] = &[
     // preempt_count()): elsewhere the row's reports and buddy-list events
     // could not be attributed, and the row is absent.
     #[cfg(CONFIG_X86)]
-    hard_interrupt("hardirq", |_, f| sys::in_hardirq(f)),
+    interrupt("hardirq", ExecContext::Hardirq, |_, f| sys::in_hardirq(f)),
 ];
 
 fn in_rcu_read_lock(_: &Locks, f: &mut dyn FnMut()) {

@@ -253,7 +253,8 @@ config_has() { zcat /proc/config.gz | grep -q "^$1=y$"; }
 
 # expected_cases: the cells the module's tables call for on this kernel,
 # the rows that depend on the kernel decided from the kernel itself (config
-# and symbols), never from the module: the preempt_disable row needs
+# and symbols), never from the module: the bottom-half rows need
+# __local_bh_disable_ip() in kallsyms, the preempt_disable row needs
 # CONFIG_DEBUG_PREEMPT or CONFIG_TRACE_PREEMPT_TOGGLE (preempt_count_add()
 # is exported only then), local_irq_disable the kernel crate's
 # local_interrupt_disable() (its C helper is in kallsyms), and
@@ -272,7 +273,16 @@ expected_cases() {
 	# per-cpu preempt_count() to attribute them).
 	hardirq=""
 	[ "$(uname -m)" != x86_64 ] || hardirq=hardirq
-	for ctx in process rcu_read_lock spin_lock $preempt $irq raw_spin_lock raw_spin_lock_irqsave $hardirq; do
+	# Bottom halves: __local_bh_disable_ip() is a function (exported) with
+	# CONFIG_TRACE_IRQFLAGS or PREEMPT_RT only; the softirq row needs x86
+	# too, like hardirq.
+	bh=""
+	softirq=""
+	if grep -q ' __local_bh_disable_ip$' /proc/kallsyms; then
+		bh=local_bh_disable
+		[ -z "$hardirq" ] || softirq=softirq
+	fi
+	for ctx in process rcu_read_lock spin_lock $bh $softirq $preempt $irq raw_spin_lock raw_spin_lock_irqsave $hardirq; do
 		[ "$nolock" -eq 0 ] || echo "ctx=$ctx alloc=alloc_pages_nolock gfp=0 order=0 path=zone_lock n=4096"
 		for m in $masks; do echo "ctx=$ctx alloc=get_free_page gfp=$m order=0 path=zone_lock n=4096"; done
 		for m in $masks; do echo "ctx=$ctx alloc=get_free_pages gfp=$m order=4 path=zone_lock n=4096"; done
