@@ -211,6 +211,8 @@ pub(crate) struct Detector {
     /// Whether a softirq body was served by a task other than the cell's
     /// (a softirq daemon): on PREEMPT_RT its reports are then not the cell's.
     body_elsewhere: Atomic<bool>,
+    /// Whether the context ran the cell's body at all.
+    body_ran: Atomic<bool>,
     reports: [Atomic<u64>; 5],
     /// Pages the cell took from the buddy lists under `zone->lock`
     /// (`__rmqueue_smallest()`).
@@ -262,6 +264,7 @@ impl Detector {
             body_in: Atomic::new(ExecContext::Task as u32),
             body_cpu: Atomic::new(NO_CPU),
             body_elsewhere: Atomic::new(false),
+            body_ran: Atomic::new(false),
             reports: [const { Atomic::new(0) }; 5],
             zone_locked: Atomic::new(0),
             extfrag: Atomic::new(0),
@@ -431,12 +434,14 @@ impl Detector {
         self.body_in.store(body_in as u32, Relaxed);
         self.body_cpu.store(NO_CPU, Relaxed);
         self.body_elsewhere.store(false, Relaxed);
+        self.body_ran.store(false, Relaxed);
         self.runner.store(sys::current_task(), Relaxed);
     }
 
     /// Runs the cell's body `f` where the context put it, marking the CPU
     /// for the duration when that is an interrupt context.
     pub(crate) fn body(&self, f: &mut dyn FnMut()) {
+        self.body_ran.store(true, Relaxed);
         let body_in = ExecContext::from_u32(self.body_in.load(Relaxed));
         if body_in == ExecContext::Task {
             f();
@@ -448,6 +453,11 @@ impl Detector {
         self.body_cpu.store(sys::current_cpu(), Relaxed);
         f();
         self.body_cpu.store(NO_CPU, Relaxed);
+    }
+
+    /// Whether the running cell's body ran.
+    pub(crate) fn body_ran(&self) -> bool {
+        self.body_ran.load(Relaxed)
     }
 
     /// Whether the running cell's softirq body was served by another task.

@@ -36,6 +36,8 @@ const WARN_SPENT: &str = "warn_spent";
 /// A softirq body that a softirq daemon served instead of the cell's task
 /// (on PREEMPT_RT its reports are that daemon's, not the cell's).
 const SOFTIRQ_ELSEWHERE: &str = "softirq_elsewhere";
+/// The context never ran the body (an NMI that did not arrive).
+const BODY_NOT_RUN: &str = "body_not_run";
 /// Memory a blocking mask in an atomic cell must leave free above the
 /// watermarks, for whatever else runs meanwhile: 16 MiB.
 const MARGIN_PAGES: usize = 16 << (20 - kernel::page::PAGE_SHIFT);
@@ -270,6 +272,8 @@ impl State {
                 kernel::new_spinlock!((), "rust_gfp_nolocks_spin"),
                 GFP_KERNEL,
             )?,
+            #[cfg(have_self_nmi)]
+            nmi: KBox::pin_init(sys::NmiHandler::new(), GFP_KERNEL)?,
         };
         Ok(try_pin_init!(Self {
             detector: Detector::new(),
@@ -439,9 +443,10 @@ impl State {
             cpu_first = sys::current_cpu();
             while (iterations as usize) < n {
                 let buddy_before = detector.buddy_events();
-                let t0 = Instant::<Monotonic>::now();
+                // NMI-safe clock: the body may run in an NMI.
+                let t0 = sys::now_ns();
                 let page = (def.alloc)(gfp, cell.order);
-                let ns = t0.elapsed().as_nanos() as u64;
+                let ns = sys::now_ns().saturating_sub(t0);
                 let _ = times.push_within_capacity(ns);
                 if zone_locked_alloc_ns == 0 && detector.buddy_events() != buddy_before {
                     zone_locked_alloc_ns = ns;
@@ -521,6 +526,9 @@ impl State {
     fn end_observation(&self, r: &mut CellResult) {
         if self.detector.body_elsewhere() {
             r.unsettled = r.unsettled.or(Some(SOFTIRQ_ELSEWHERE));
+        }
+        if !self.detector.body_ran() {
+            r.unsettled = r.unsettled.or(Some(BODY_NOT_RUN));
         }
         r.observed = self.detector.end();
         r.lockdep_after = sys::lockdep_armed();

@@ -3,7 +3,7 @@
 //! Specs: the grammar `run` takes and `cases` lists, and the order of
 //! `run all`.
 
-use crate::sys;
+use crate::sys::{self, ExecContext};
 use crate::tables::{context_index, ALLOCATORS, CONTEXTS, CONTROLS, MASKS};
 use core::fmt;
 use kernel::prelude::*;
@@ -216,6 +216,12 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
     let alloc = alloc.ok_or_else(|| bad(format_args!("missing alloc=")))?;
     let mask = mask.ok_or_else(|| bad(format_args!("missing gfp=")))?;
     let def = &ALLOCATORS[alloc];
+    if CONTEXTS[ctx].body_in == ExecContext::Nmi && !def.any_context {
+        return Err(bad(format_args!(
+            "ctx={} runs only allocators callable from any context (alloc_pages_nolock), not {}",
+            CONTEXTS[ctx].name, def.name
+        )));
+    }
     if !(def.accepts)(MASKS[mask].gfp) {
         return Err(bad(format_args!(
             "{} does not take gfp={}",
@@ -293,9 +299,9 @@ pub(crate) fn for_each_case(mut f: impl FnMut(Cell) -> Result) -> Result {
     // lists full and their high marks raised, where the allocation rows
     // need to reach zone->lock within n allocations.
     for frees in [false, true] {
-        for ctx in 0..CONTEXTS.len() {
+        for (ctx, context) in CONTEXTS.iter().enumerate() {
             for (alloc, def) in ALLOCATORS.iter().enumerate() {
-                if def.frees != frees {
+                if def.frees != frees || (context.body_in == ExecContext::Nmi && !def.any_context) {
                     continue;
                 }
                 for (mask, m) in MASKS.iter().enumerate() {

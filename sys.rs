@@ -8,7 +8,12 @@
 use core::ffi::{c_char, c_int, c_uint, c_void};
 use core::num::NonZeroUsize;
 use core::ptr::NonNull;
-use kernel::{bindings, prelude::*, types::Opaque};
+use kernel::{
+    bindings,
+    prelude::*,
+    sync::atomic::{Acquire, Atomic, Full, Relaxed, Release},
+    types::Opaque,
+};
 
 pub(crate) type Gfp = bindings::gfp_t;
 
@@ -619,6 +624,200 @@ pub(crate) fn in_softirq(f: &mut dyn FnMut()) {
     });
     // SAFETY: Process context: `tasklet_kill()` may sleep until it ran.
     unsafe { bindings::tasklet_kill(t) };
+}
+
+// ---------------------------------------------------------------------------
+// NMI on this CPU (x86).
+// ---------------------------------------------------------------------------
+
+/// `struct nmiaction` of `arch/x86/include/asm/nmi.h`, which the bindings
+/// do not include; `Kbuild` checks that the tree declares these fields in
+/// this order (`have_self_nmi`).
+#[cfg(have_self_nmi)]
+#[repr(C)]
+struct NmiAction {
+    list: bindings::list_head,
+    handler: Option<unsafe extern "C" fn(c_uint, *mut bindings::pt_regs) -> c_int>,
+    max_duration: u64,
+    flags: kernel::ffi::c_ulong,
+    name: *const kernel::ffi::c_char,
+}
+
+#[cfg(have_self_nmi)]
+extern "C" {
+    fn __register_nmi_handler(type_: c_uint, action: *mut NmiAction) -> c_int;
+    fn unregister_nmi_handler(type_: c_uint, name: *const kernel::ffi::c_char);
+    /// `static_call(apic_call_send_IPI_mask)`, whose trampoline the kernel
+    /// exports for modules (`__apic_send_IPI_mask()` is inline).
+    fn __SCT__apic_call_send_IPI_mask(mask: *const bindings::cpumask, vector: c_int);
+}
+
+#[cfg(have_self_nmi)]
+const NMI_LOCAL: c_uint = 0;
+#[cfg(have_self_nmi)]
+const NMI_DONE: c_int = 0;
+#[cfg(have_self_nmi)]
+const NMI_HANDLED: c_int = 1;
+#[cfg(have_self_nmi)]
+const NMI_HANDLER_NAME: &CStr = c"rust_gfp_nolocks";
+
+/// The body an NMI is to run: the address of a live `NmiCall`, or 0.
+#[cfg(have_self_nmi)]
+static NMI_PENDING: Atomic<usize> = Atomic::new(0);
+/// NMIs this module sent that no handler run has accounted for yet: a late
+/// one is ours, claimed, and not reported as an unknown NMI.
+#[cfg(have_self_nmi)]
+static NMI_SENT: Atomic<u32> = Atomic::new(0);
+
+#[cfg(have_self_nmi)]
+struct NmiCall<'a> {
+    f: &'a mut dyn FnMut(),
+    done: Atomic<bool>,
+}
+
+/// # Safety
+///
+/// Called by the kernel's NMI code only, once registered.
+#[cfg(have_self_nmi)]
+unsafe extern "C" fn nmi_trampoline(_type: c_uint, _regs: *mut bindings::pt_regs) -> c_int {
+    let call = NMI_PENDING.xchg(0, Full);
+    if call == 0 {
+        // Not ours, or one we sent after its sender took the body back.
+        let mut sent = NMI_SENT.load(Relaxed);
+        while sent > 0 {
+            match NMI_SENT.cmpxchg(sent, sent - 1, Full) {
+                Ok(_) => return NMI_HANDLED,
+                Err(now) => sent = now,
+            }
+        }
+        return NMI_DONE;
+    }
+    NMI_SENT.fetch_sub(1, Full);
+    // SAFETY: `call` is the address of the `NmiCall` that `NmiHandler::run`
+    // published; taking it from `NMI_PENDING` makes this handler its only
+    // user, and `run` does not return before `done` is set.
+    let call = unsafe { &mut *(call as *mut NmiCall<'_>) };
+    (call.f)();
+    call.done.store(true, Release);
+    NMI_HANDLED
+}
+
+/// An `NMI_LOCAL` handler that runs a body sent to it by a self-NMI,
+/// registered while this value lives.
+#[cfg(have_self_nmi)]
+#[pin_data(PinnedDrop)]
+pub(crate) struct NmiHandler {
+    #[pin]
+    action: Opaque<NmiAction>,
+    registered: bool,
+}
+
+// SAFETY: The action is only handed to the kernel, which serialises its use.
+#[cfg(have_self_nmi)]
+unsafe impl Send for NmiHandler {}
+// SAFETY: `run` shares nothing through `&self` but the registration.
+#[cfg(have_self_nmi)]
+unsafe impl Sync for NmiHandler {}
+
+#[cfg(have_self_nmi)]
+impl NmiHandler {
+    /// Registers the handler; on failure the row's cells report that their
+    /// body did not run.
+    pub(crate) fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            action <- Opaque::ffi_init(|slot: *mut NmiAction| {
+                // SAFETY: `slot` is valid for writes; `list` is made an
+                // empty list once pinned, then linked by the registration.
+                unsafe {
+                    slot.write(NmiAction {
+                        list: core::mem::zeroed(),
+                        handler: Some(nmi_trampoline),
+                        max_duration: 0,
+                        flags: 0,
+                        name: NMI_HANDLER_NAME.as_char_ptr(),
+                    })
+                }
+            }),
+            registered: false,
+        })
+        .pin_chain(|this| {
+            // SAFETY: Only `registered` is written below; nothing is moved.
+            let this = unsafe { this.get_unchecked_mut() };
+            let action = this.action.get();
+            // SAFETY: The action is initialised and pinned, so its list head
+            // can point at itself (`LIST_HEAD_INIT`, an unlinked action), and
+            // it stays registered until `drop` unregisters it.
+            let ret = unsafe {
+                let list = &raw mut (*action).list;
+                (*list).next = list;
+                (*list).prev = list;
+                __register_nmi_handler(NMI_LOCAL, action)
+            };
+            this.registered = ret == 0;
+            if ret != 0 {
+                pr_warn!(
+                    "cannot register an NMI handler ({}): the nmi row will not run\n",
+                    ret
+                );
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `f` in an NMI on this CPU and returns once it has run; gives up
+    /// after a second if the NMI never came (then `f` never runs). Only
+    /// code that is legal in NMI may be in `f`.
+    pub(crate) fn run(&self, f: &mut dyn FnMut()) {
+        if !self.registered {
+            return;
+        }
+        let call = NmiCall {
+            f,
+            done: Atomic::new(false),
+        };
+        let addr = &raw const call as usize;
+        // SAFETY: An all-zero cpumask is empty.
+        let mut mask: bindings::cpumask = unsafe { core::mem::zeroed() };
+        let cpu = current_cpu() as usize;
+        let bits = 8 * core::mem::size_of::<kernel::ffi::c_ulong>();
+        mask.bits[cpu / bits] |= 1 << (cpu % bits);
+        NMI_SENT.fetch_add(1, Full);
+        NMI_PENDING.store(addr, Release);
+        // SAFETY: `mask` names an online CPU (this one, or the one this task
+        // just left); NMI_VECTOR is sent with the NMI delivery mode.
+        unsafe { __SCT__apic_call_send_IPI_mask(&mask, bindings::NMI_VECTOR as c_int) };
+        let deadline = jiffies().wrapping_add(hz());
+        while !call.done.load(Acquire) {
+            if (jiffies().wrapping_sub(deadline) as isize) > 0
+                && NMI_PENDING.cmpxchg(addr, 0, Full).is_ok()
+            {
+                // Taken back before any handler took it: `f` never runs.
+                pr_warn!("no NMI arrived within a second: the cell's body did not run\n");
+                return;
+            }
+            core::hint::spin_loop();
+        }
+    }
+}
+
+#[cfg(have_self_nmi)]
+#[pinned_drop]
+impl PinnedDrop for NmiHandler {
+    fn drop(self: Pin<&mut Self>) {
+        if self.registered {
+            // SAFETY: Registered by `new`; `unregister_nmi_handler()` waits
+            // (synchronize_rcu()) until no NMI runs the handler any more.
+            unsafe { unregister_nmi_handler(NMI_LOCAL, NMI_HANDLER_NAME.as_char_ptr()) };
+        }
+    }
+}
+
+/// Monotonic nanoseconds, safe in NMI (`ktime_get_mono_fast_ns()`):
+/// `ktime_get()` may spin forever in an NMI that interrupted a timekeeping
+/// update on its CPU.
+pub(crate) fn now_ns() -> u64 {
+    // SAFETY: Callable from any context.
+    unsafe { bindings::ktime_get_mono_fast_ns() }
 }
 
 // ---------------------------------------------------------------------------

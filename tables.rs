@@ -15,6 +15,8 @@ use kernel::{
 pub(crate) struct Locks {
     pub(crate) raw: Pin<KBox<sys::RawSpinLock>>,
     pub(crate) spin: Pin<KBox<SpinLock<()>>>,
+    #[cfg(have_self_nmi)]
+    pub(crate) nmi: Pin<KBox<sys::NmiHandler>>,
 }
 
 pub(crate) struct ContextDef {
@@ -86,6 +88,10 @@ pub(crate) const CONTEXTS: &[ContextDef] = &[
     // could not be attributed, and the row is absent.
     #[cfg(CONFIG_X86)]
     interrupt("hardirq", ExecContext::Hardirq, |_, f| sys::in_hardirq(f)),
+    // A self-NMI through the local APIC (x86, detected by Kbuild). Only
+    // allocators callable from any context run here.
+    #[cfg(have_self_nmi)]
+    interrupt("nmi", ExecContext::Nmi, |l, f| l.nmi.run(f)),
 ];
 
 fn in_rcu_read_lock(_: &Locks, f: &mut dyn FnMut()) {
@@ -147,16 +153,23 @@ pub(crate) struct AllocatorDef {
     /// A freeing row: `alloc` takes `n` pages before the section (with
     /// `GFP_KERNEL`), and the section frees them.
     pub(crate) frees: bool,
+    /// Callable from any context, NMI included: the only allocators the
+    /// `nmi` row runs.
+    pub(crate) any_context: bool,
     pub(crate) alloc: AllocFn,
 }
+
+/// Properties of an allocator row, combined with `|` in `ALLOCATORS`.
+const WARNS: u8 = 1 << 0;
+const FREES: u8 = 1 << 1;
+const ANY_CONTEXT: u8 = 1 << 2;
 
 const fn allocator(
     name: &'static str,
     order: u32,
     max_order: u32,
     accepts: fn(sys::Gfp) -> bool,
-    warns: bool,
-    frees: bool,
+    properties: u8,
     alloc: AllocFn,
 ) -> AllocatorDef {
     AllocatorDef {
@@ -164,8 +177,9 @@ const fn allocator(
         default_order: order,
         max_order,
         accepts,
-        warns,
-        frees,
+        warns: properties & WARNS != 0,
+        frees: properties & FREES != 0,
+        any_context: properties & ANY_CONTEXT != 0,
         alloc,
     }
 }
@@ -185,14 +199,15 @@ const fn allocator(
 /// list passes its high mark (`free_pcppages_bulk()`).
 ///
 /// One line per allocator: name, default order, highest order, masks
-/// accepted, whether failures warn, whether it frees, call.
+/// accepted, properties (failures warn, frees, callable from any context),
+/// call.
 #[rustfmt::skip]
 pub(crate) const ALLOCATORS: &[AllocatorDef] = &[
     #[cfg(have_alloc_pages_nolock)]
-    allocator("alloc_pages_nolock", 0, sys::PCP_MAX_ORDER, |gfp| gfp == 0, false, false, sys::alloc_pages_nolock),
-    allocator("get_free_page", 0, 0, |_| true, true, false, sys::get_free_pages),
-    allocator("get_free_pages", 4, sys::MAX_ORDER, |_| true, true, false, sys::get_free_pages),
-    allocator("free_page", 0, 0, |gfp| gfp == 0, false, true, sys::get_free_pages),
+    allocator("alloc_pages_nolock", 0, sys::PCP_MAX_ORDER, |gfp| gfp == 0, ANY_CONTEXT, sys::alloc_pages_nolock),
+    allocator("get_free_page", 0, 0, |_| true, WARNS, sys::get_free_pages),
+    allocator("get_free_pages", 4, sys::MAX_ORDER, |_| true, WARNS, sys::get_free_pages),
+    allocator("free_page", 0, 0, |gfp| gfp == 0, FREES, sys::get_free_pages),
 ];
 
 pub(crate) struct ControlDef {

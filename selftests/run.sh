@@ -254,7 +254,8 @@ config_has() { zcat /proc/config.gz | grep -q "^$1=y$"; }
 # expected_cases: the cells the module's tables call for on this kernel,
 # the rows that depend on the kernel decided from the kernel itself (config
 # and symbols), never from the module: the bottom-half rows need
-# __local_bh_disable_ip() in kallsyms, the preempt_disable row needs
+# __local_bh_disable_ip() in kallsyms, the nmi row the static call
+# trampoline __SCT__apic_call_send_IPI_mask, the preempt_disable row needs
 # CONFIG_DEBUG_PREEMPT or CONFIG_TRACE_PREEMPT_TOGGLE (preempt_count_add()
 # is exported only then), local_irq_disable the kernel crate's
 # local_interrupt_disable() (its C helper is in kallsyms), and
@@ -288,6 +289,11 @@ expected_cases() {
 		for m in $masks; do echo "ctx=$ctx alloc=get_free_pages gfp=$m order=4 path=zone_lock n=4096"; done
 		echo "ctx=$ctx alloc=free_page gfp=0 order=0 path=zone_lock n=32768"
 	done
+	# NMI: a self-NMI through the exported static call trampoline of
+	# apic_call_send_IPI_mask (x86); only alloc_pages_nolock() runs there.
+	if [ -n "$hardirq" ] && [ "$nolock" -eq 1 ] && grep -q ' __SCT__apic_call_send_IPI_mask$' /proc/kallsyms; then
+		echo "ctx=nmi alloc=alloc_pages_nolock gfp=0 order=0 path=zone_lock n=4096"
+	fi
 	echo "control=empty"
 	echo "control=spin_lock_under_raw_spin_lock"
 	[ -z "$preempt" ] || echo "control=might_sleep_under_preempt_disable"

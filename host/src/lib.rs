@@ -550,7 +550,7 @@ const LOCKS: &[(&str, &str)] = &[
     ("&zone->lock", "the zone's buddy-list lock, a spinlock_t: rmqueue_bulk() or rmqueue_buddy() when the per-cpu list cannot serve, free_pcppages_bulk() when a free fills it past its high mark, or show_free_areas() in warn_alloc()'s show_mem() after a failure without __GFP_NOWARN"),
     ("&pcp->lock", "the per-cpu list lock, a spinlock_t (taken with a trylock, which lockdep does not check)"),
     ("&pgdat->kswapd_wait", "kswapd's wait queue lock, a spinlock_t: wakeup_kswapd() for a mask with __GFP_KSWAPD_RECLAIM once the fast path failed"),
-    ("fs_reclaim", "might_alloc()'s lockdep map of reclaim, for a mask with __GFP_DIRECT_RECLAIM: in hard irq an inconsistent lock state"),
+    ("fs_reclaim", "might_alloc()'s lockdep map of reclaim, for a mask with __GFP_DIRECT_RECLAIM: in hard irq, or a served softirq on !PREEMPT_RT, an inconsistent lock state"),
     ("rtlock", "a spinlock_t, a sleeping lock on PREEMPT_RT (no lockdep class in the report: the function that took it tells which)"),
     ("might_sleep", "no lock: a might_sleep() check, here might_alloc() for a mask with __GFP_DIRECT_RECLAIM"),
     ("rust_gfp_nolocks_spin", "the module's own spinlock_t, which the control spin_lock_under_raw_spin_lock takes"),
