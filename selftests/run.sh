@@ -229,6 +229,11 @@ phase_badinput() {
 	bad "blocking mask on the per-cpu path" "ctx=process alloc=get_free_page gfp=GFP_KERNEL path=pcp" "__GFP_DIRECT_RECLAIM"
 	bad "blocking mask on the slow path" "ctx=process alloc=get_free_page gfp=GFP_KERNEL path=slowpath" "direct reclaim"
 	bad "alloc_pages_nolock above the per-cpu orders" "ctx=process alloc=alloc_pages_nolock gfp=0 order=4" "order 3 at most"
+	# Only allocators callable from any context run in the nmi row.
+	if grep -q '^ctx=nmi ' "$DEBUGFS/cases"; then
+		bad "allocator not legal in NMI" "ctx=nmi alloc=get_free_page gfp=0" "callable from any context"
+		bad "freeing row in NMI" "ctx=nmi alloc=free_page gfp=0" "callable from any context"
+	fi
 	printf 'ctx=process\000alloc=get_free_page gfp=0' >/tmp/spec
 	bad_spec "NUL byte" "control character 0x0"
 	printf 'ctx=\377\376 alloc=get_free_page gfp=0' >/tmp/spec
