@@ -388,34 +388,10 @@ impl Report {
         if !controls.is_empty() {
             let _ = writeln!(out, "controls: {}", controls.join(", "));
         }
-        let mut slow_cells: Vec<&Cell> = self
-            .cells
+        let slow: Vec<String> = self
+            .slow_path()
             .iter()
-            .filter(|c| c.kind == "alloc" && c.requested_path == "slowpath")
-            .collect();
-        slow_cells.sort_by_key(|c| {
-            (
-                rows.iter().position(|r| *r == c.context),
-                c.allocator != "get_free_page",
-                mask_rank(&c.gfp),
-            )
-        });
-        let slow: Vec<String> = slow_cells
-            .iter()
-            .map(|c| {
-                let kswapd = if c.kswapd_wakeups > 0 { "k" } else { "" };
-                let alloc = match c.allocator.as_str() {
-                    "get_free_page" => "",
-                    "alloc_pages_nolock" => "nolock:",
-                    _ => "?:",
-                };
-                format!(
-                    "{}/{alloc}{} {}{kswapd}",
-                    c.context,
-                    short_gfp(&c.gfp),
-                    c.symbol()
-                )
-            })
+            .map(|(label, symbol)| format!("{label} {symbol}"))
             .collect();
         if !slow.is_empty() {
             let _ = writeln!(
@@ -425,6 +401,40 @@ impl Report {
             );
         }
         out
+    }
+
+    /// The slow path cells (`path=slowpath`), in table order: a label
+    /// `context/[allocator:]mask` and the cell's symbol, with `k` for a
+    /// kswapd wakeup.
+    pub fn slow_path(&self) -> Vec<(String, String)> {
+        let (rows, _) = self.grid();
+        let mut cells: Vec<&Cell> = self
+            .cells
+            .iter()
+            .filter(|c| c.kind == "alloc" && c.requested_path == "slowpath")
+            .collect();
+        cells.sort_by_key(|c| {
+            (
+                rows.iter().position(|r| *r == c.context),
+                c.allocator != "get_free_page",
+                mask_rank(&c.gfp),
+            )
+        });
+        cells
+            .iter()
+            .map(|c| {
+                let kswapd = if c.kswapd_wakeups > 0 { "k" } else { "" };
+                let alloc = match c.allocator.as_str() {
+                    "get_free_page" => "",
+                    "alloc_pages_nolock" => "nolock:",
+                    _ => "?:",
+                };
+                (
+                    format!("{}/{alloc}{}", c.context, short_gfp(&c.gfp)),
+                    format!("{}{kswapd}", c.symbol()),
+                )
+            })
+            .collect()
     }
 
     /// Cells the merge could not observe settled.
@@ -813,7 +823,20 @@ pub fn svg(reports: &[Report]) -> String {
         .map(|(_, (rows, _))| rows.len())
         .max()
         .unwrap_or(0);
-    let height = TOP + rows_max * CELL + 120;
+    // Under each grid, the slow path cells, one line each.
+    const SLOW_LINE: usize = 16;
+    let slow_max = reports
+        .iter()
+        .map(|r| r.slow_path().len())
+        .max()
+        .unwrap_or(0);
+    let slow_top = TOP + rows_max * CELL + 24;
+    let slow_h = if slow_max > 0 {
+        (slow_max + 1) * SLOW_LINE + 10
+    } else {
+        0
+    };
+    let height = slow_top + slow_h + 96;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -888,6 +911,33 @@ pub fn svg(reports: &[Report]) -> String {
                     xml_escape(&sym)
                 );
             }
+        }
+        let slow = report.slow_path();
+        if !slow.is_empty() {
+            let _ = writeln!(
+                out,
+                r#"<text x="{}" y="{}" font-weight="bold">slow path (memory drained to the min watermark; k: kswapd woken)</text>"#,
+                x0 + 10,
+                slow_top + 10
+            );
+        }
+        for (i, (label, sym)) in slow.iter().enumerate() {
+            let y = slow_top + (i + 1) * SLOW_LINE;
+            let _ = writeln!(
+                out,
+                r##"<rect x="{}" y="{y}" width="{CELL}" height="{}" fill="{}" stroke="#ffffff"><title>{}: {}</title></rect><text x="{}" y="{}" text-anchor="middle">{}</text><text x="{}" y="{}">{}</text>"##,
+                x0 + 10,
+                SLOW_LINE - 1,
+                colour(sym.trim_end_matches('k')),
+                xml_escape(label),
+                xml_escape(sym),
+                x0 + 10 + CELL / 2,
+                y + SLOW_LINE - 4,
+                xml_escape(sym),
+                x0 + 16 + CELL,
+                y + SLOW_LINE - 4,
+                xml_escape(label)
+            );
         }
         x0 += panel_w(cols.len());
     }
