@@ -664,10 +664,28 @@ const NMI_HANDLER_NAME: &CStr = c"rust_gfp_nolocks";
 /// The body an NMI is to run: the address of a live `NmiCall`, or 0.
 #[cfg(have_self_nmi)]
 static NMI_PENDING: Atomic<usize> = Atomic::new(0);
+/// The CPU the pending body's NMI was sent to: the kernel calls every
+/// `NMI_LOCAL` handler for every NMI, on every CPU.
+#[cfg(have_self_nmi)]
+static NMI_TARGET: Atomic<u32> = Atomic::new(u32::MAX);
 /// NMIs this module sent that no handler run has accounted for yet: a late
-/// one is ours, claimed, and not reported as an unknown NMI.
+/// one (its body taken back, or run by another NMI on that CPU) is ours,
+/// claimed, and not reported as an unknown NMI.
 #[cfg(have_self_nmi)]
 static NMI_SENT: Atomic<u32> = Atomic::new(0);
+
+/// Takes one of `NMI_SENT`, never below zero; whether there was one.
+#[cfg(have_self_nmi)]
+fn nmi_sent_take() -> bool {
+    let mut sent = NMI_SENT.load(Relaxed);
+    while sent > 0 {
+        match NMI_SENT.cmpxchg(sent, sent - 1, Full) {
+            Ok(_) => return true,
+            Err(now) => sent = now,
+        }
+    }
+    false
+}
 
 #[cfg(have_self_nmi)]
 struct NmiCall<'a> {
@@ -680,19 +698,19 @@ struct NmiCall<'a> {
 /// Called by the kernel's NMI code only, once registered.
 #[cfg(have_self_nmi)]
 unsafe extern "C" fn nmi_trampoline(_type: c_uint, _regs: *mut bindings::pt_regs) -> c_int {
-    let call = NMI_PENDING.xchg(0, Full);
-    if call == 0 {
-        // Not ours, or one we sent after its sender took the body back.
-        let mut sent = NMI_SENT.load(Relaxed);
-        while sent > 0 {
-            match NMI_SENT.cmpxchg(sent, sent - 1, Full) {
-                Ok(_) => return NMI_HANDLED,
-                Err(now) => sent = now,
-            }
-        }
+    if current_cpu() != NMI_TARGET.load(Acquire) {
         return NMI_DONE;
     }
-    NMI_SENT.fetch_sub(1, Full);
+    let call = NMI_PENDING.xchg(0, Full);
+    if call == 0 {
+        // Not ours, or a late one of ours.
+        return if nmi_sent_take() {
+            NMI_HANDLED
+        } else {
+            NMI_DONE
+        };
+    }
+    nmi_sent_take();
     // SAFETY: `call` is the address of the `NmiCall` that `NmiHandler::run`
     // published; taking it from `NMI_PENDING` makes this handler its only
     // user, and `run` does not return before `done` is set.
@@ -715,7 +733,8 @@ pub(crate) struct NmiHandler {
 // SAFETY: The action is only handed to the kernel, which serialises its use.
 #[cfg(have_self_nmi)]
 unsafe impl Send for NmiHandler {}
-// SAFETY: `run` shares nothing through `&self` but the registration.
+// SAFETY: `run` keeps its body in statics, one at a time: its only caller,
+// the runner, serialises cells under `run_lock`.
 #[cfg(have_self_nmi)]
 unsafe impl Sync for NmiHandler {}
 
@@ -764,9 +783,10 @@ impl NmiHandler {
         })
     }
 
-    /// Runs `f` in an NMI on this CPU and returns once it has run; gives up
-    /// after a second if the NMI never came (then `f` never runs). Only
-    /// code that is legal in NMI may be in `f`.
+    /// Runs `f` in an NMI on the CPU this task is on when called (it may
+    /// migrate while it waits) and returns once it has run; gives up after a
+    /// second if the NMI never came (then `f` never runs). Only code that
+    /// is legal in NMI may be in `f`. Callers run one body at a time.
     pub(crate) fn run(&self, f: &mut dyn FnMut()) {
         if !self.registered {
             return;
@@ -778,11 +798,12 @@ impl NmiHandler {
         let addr = &raw const call as usize;
         // SAFETY: An all-zero cpumask is empty.
         let mut mask: bindings::cpumask = unsafe { core::mem::zeroed() };
-        let cpu = current_cpu() as usize;
+        let cpu = current_cpu();
         let bits = 8 * core::mem::size_of::<kernel::ffi::c_ulong>();
-        mask.bits[cpu / bits] |= 1 << (cpu % bits);
-        NMI_SENT.fetch_add(1, Full);
+        mask.bits[cpu as usize / bits] |= 1 << (cpu as usize % bits);
         NMI_PENDING.store(addr, Release);
+        NMI_TARGET.store(cpu, Release);
+        NMI_SENT.fetch_add(1, Full);
         // SAFETY: `mask` names an online CPU (this one, or the one this task
         // just left); NMI_VECTOR is sent with the NMI delivery mode.
         unsafe { __SCT__apic_call_send_IPI_mask(&mask, bindings::NMI_VECTOR as c_int) };

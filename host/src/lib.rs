@@ -642,6 +642,7 @@ pub fn explain(report: &Report, cells: bool) -> String {
 /// The legend of `Cell::symbol`.
 pub const LEGEND: &str = "legend: . clean  W invalid wait context  S sleeping in atomic  A scheduling while atomic  \
 L other lockdep report  ! warning  F allocation failed  R refused (memory too short)  ? not checked by lockdep\n\
+- not a cell: the call is not legal in that context (only alloc_pages_nolock() runs in NMI)\n\
 W on a !PREEMPT_RT kernel is lockdep's PROVE_RAW_LOCK_NESTING check: that lock would sleep on PREEMPT_RT (legal here)\n\
 columns: masks under each allocator (AT|NW = GFP_ATOMIC|__GFP_NOWARN, NOWARN = __GFP_NOWARN alone); rows: the atomic context\n\
 equal columns are not equal masks: each cell of the table is driven to zone->lock with ample memory; the slow path\n\
@@ -836,7 +837,8 @@ pub fn svg(reports: &[Report]) -> String {
     } else {
         0
     };
-    let height = slow_top + slow_h + 96;
+    let legend_h = LEGEND.lines().count() * 16 + 10;
+    let height = slow_top + slow_h + legend_h;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -945,7 +947,7 @@ pub fn svg(reports: &[Report]) -> String {
         let _ = writeln!(
             out,
             r#"<text x="10" y="{}">{}</text>"#,
-            height - 50 + i * 16,
+            height - legend_h + 12 + i * 16,
             xml_escape(line)
         );
     }
