@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The debugfs surface, `/sys/kernel/debug/rust_gfp_nolocks/`: `run`,
-//! `reset`, `results`, `cases`, `tables`, `lockdep` and `counters/`.
+//! `reset`, `settle`, `results`, `cases`, `tables`, `lockdep` and
+//! `counters/`.
 
 use crate::detector::REPORT_KINDS;
 use crate::runner::State;
@@ -44,7 +45,22 @@ fn write_reset(state: &State, reader: &mut UserSliceReader) -> Result {
         pr_err!("reset: write 1 to clear results and counters\n");
         return Err(EINVAL);
     }
-    state.reset();
+    state.reset()
+}
+
+fn write_settle(state: &State, reader: &mut UserSliceReader) -> Result {
+    let mut buf = [0u8; 8];
+    let len = reader.len();
+    if len > buf.len() {
+        pr_err!("settle: write 1 to wait until a cell would not wait\n");
+        return Err(EINVAL);
+    }
+    reader.read_slice(&mut buf[..len])?;
+    if buf[..len].trim_ascii() != b"1" {
+        pr_err!("settle: write 1 to wait until a cell would not wait\n");
+        return Err(EINVAL);
+    }
+    state.settle();
     Ok(())
 }
 
@@ -96,6 +112,7 @@ fn show_counter(c: &Atomic<u64>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
 pub(crate) fn populate<'a>(state: &'a State, dir: &ScopedDir<'a, '_>) {
     dir.write_only_callback_file(c"run", state, &write_run);
     dir.write_only_callback_file(c"reset", state, &write_reset);
+    dir.write_only_callback_file(c"settle", state, &write_settle);
     dir.read_callback_file(c"results", state, &show_results);
     dir.read_callback_file(c"cases", state, &show_cases);
     dir.read_callback_file(c"tables", state, &show_tables);

@@ -230,6 +230,12 @@ pub(crate) struct Detector {
     /// Pages `free_pcppages_bulk()` gave back to the buddy lists under
     /// `zone->lock` (`mm_page_pcpu_drain`): a per-cpu list past its high mark.
     pub(crate) pcpu_drained: Atomic<u64>,
+    /// Pages the cell's body got from the page allocator (`mm_page_alloc`,
+    /// per-cpu list or buddy lists): for a slab row, a new slab.
+    pub(crate) page_allocs: Atomic<u64>,
+    /// Pages the cell's body gave back to the page allocator
+    /// (`mm_page_free`): for a slab row, a slab discarded.
+    pub(crate) page_frees: Atomic<u64>,
     after_rule: Atomic<bool>,
     /// `jiffies` of the last "sleeping function called" report, from any task:
     /// `__might_resched()` prints at most once per HZ, system-wide.
@@ -271,6 +277,8 @@ impl Detector {
             kswapd_wakeups: Atomic::new(0),
             alloc_warnings: Atomic::new(0),
             pcpu_drained: Atomic::new(0),
+            page_allocs: Atomic::new(0),
+            page_frees: Atomic::new(0),
             after_rule: Atomic::new(false),
             last_sleep_report: Atomic::new(sys::jiffies()),
             unattributed: Atomic::new(0),
@@ -426,6 +434,8 @@ impl Detector {
         self.kswapd_wakeups.store(0, Relaxed);
         self.alloc_warnings.store(0, Relaxed);
         self.pcpu_drained.store(0, Relaxed);
+        self.page_allocs.store(0, Relaxed);
+        self.page_frees.store(0, Relaxed);
         self.capture.store(capture::IDLE, Relaxed);
         self.lock.clear();
         self.lock_at.clear();
@@ -578,4 +588,42 @@ pub(crate) unsafe extern "C" fn pcpu_drain_probe(
     // SAFETY: `data` is the registered `Detector`.
     let d = unsafe { detector(data) };
     d.on_event(&d.pcpu_drained);
+}
+
+/// Probe on `mm_page_alloc`, which fires at the end of every page
+/// allocation (`__alloc_frozen_pages_noprof()`, `alloc_pages_nolock()`
+/// included), failed ones too.
+///
+/// # Safety
+///
+/// `data` as in [`detector`].
+pub(crate) unsafe extern "C" fn page_alloc_probe(
+    data: *mut c_void,
+    page: *mut bindings::page,
+    _order: c_uint,
+    _gfp: bindings::gfp_t,
+    _migratetype: c_int,
+) {
+    // SAFETY: `data` is the registered `Detector`.
+    let d = unsafe { detector(data) };
+    // The event fires for failed allocations too (page NULL).
+    if !page.is_null() {
+        d.on_event(&d.page_allocs);
+    }
+}
+
+/// Probe on `mm_page_free`, which fires for every page freed to the page
+/// allocator (`free_pages_prepare()`).
+///
+/// # Safety
+///
+/// `data` as in [`detector`].
+pub(crate) unsafe extern "C" fn page_free_probe(
+    data: *mut c_void,
+    _page: *mut bindings::page,
+    _order: c_uint,
+) {
+    // SAFETY: `data` is the registered `Detector`.
+    let d = unsafe { detector(data) };
+    d.on_event(&d.page_frees);
 }

@@ -23,6 +23,10 @@ use kernel::{
 /// Most result lines kept; `run` refuses more (with `-ENOSPC`) until
 /// `reset`, so no result is ever dropped unread.
 pub(crate) const MAX_RESULTS: usize = 4096;
+/// Result lines reserved at load and kept by `reset`: a matrix's worth, so
+/// that storing a cell's result does not grow the vector (and allocate
+/// pages) while a caller measures around that cell.
+const RESULTS_RESERVED: usize = 512;
 /// How often a `path=pcp` cell is run again when its task left the CPU
 /// whose per-cpu list it filled.
 const PCP_ATTEMPTS: u32 = 5;
@@ -97,6 +101,11 @@ pub(crate) struct CellResult {
     /// "page allocation failure" warnings the cell printed (`warn_alloc()`).
     alloc_warnings: u64,
     zone_locked_pages: u64,
+    /// Pages the cell's body took from the page allocator
+    /// (`mm_page_alloc`), or for a freeing row gave back (`mm_page_free`):
+    /// for slab rows new or discarded slabs (and their sheaves' own
+    /// allocations), for page frees the blocks freed.
+    page_events: u64,
     extfrag_events: u64,
     kswapd_wakeups: u64,
     pub(crate) lockdep_before: bool,
@@ -122,6 +131,7 @@ impl CellResult {
             unsettled: None,
             alloc_warnings: 0,
             zone_locked_pages: 0,
+            page_events: 0,
             extfrag_events: 0,
             kswapd_wakeups: 0,
             lockdep_before: sys::lockdep_armed(),
@@ -164,13 +174,19 @@ impl fmt::Display for CellResult {
         )?;
         write!(
             f,
-            " iterations={} allocated={} failed={} attempts={} migrated={} zone_locked_pages={} extfrag_events={} kswapd_wakeups={} alloc_warnings={} unsettled={}",
+            " matrix={} slab={} iterations={} allocated={} failed={} attempts={} migrated={} zone_locked_pages={} page_events={} extfrag_events={} kswapd_wakeups={} alloc_warnings={} unsettled={}",
+            u8::from(self.cell.in_matrix()),
+            u8::from(match self.cell {
+                Cell::Alloc(a) => ALLOCATORS[a.alloc].slab,
+                Cell::Control { .. } => false,
+            }),
             self.iterations,
             self.allocated,
             self.failed,
             self.attempts,
             u8::from(self.migrated),
             self.zone_locked_pages,
+            self.page_events,
             self.extfrag_events,
             self.kswapd_wakeups,
             self.alloc_warnings,
@@ -248,6 +264,37 @@ impl Counters {
     }
 }
 
+/// Vectors every cell reuses, reserved at load for the largest `n` of the
+/// default matrix (a larger `n` grows them): a cell allocates no vector of
+/// its own, so the kernel's page counts over a cell hold the cell's
+/// allocations only.
+pub(crate) struct Scratch {
+    /// The section's allocations, or a freeing cell's allocations to free.
+    allocations: KVVec<sys::Allocation>,
+    /// The duration of each allocation.
+    times: KVVec<u64>,
+}
+
+impl Scratch {
+    fn new() -> Result<Self> {
+        // Freeing cells time nothing.
+        let (mut most, mut most_timed) = (0, 0);
+        for_each_case(|cell| {
+            if let Cell::Alloc(a) = cell {
+                most = most.max(a.n as usize);
+                if !ALLOCATORS[a.alloc].frees {
+                    most_timed = most_timed.max(a.n as usize);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(Self {
+            allocations: KVVec::with_capacity(most, GFP_KERNEL)?,
+            times: KVVec::with_capacity(most_timed, GFP_KERNEL)?,
+        })
+    }
+}
+
 #[pin_data]
 pub(crate) struct State {
     pub(crate) detector: Detector,
@@ -259,6 +306,9 @@ pub(crate) struct State {
     /// Serializes runs and resets.
     #[pin]
     pub(crate) run_lock: Mutex<()>,
+    /// Taken under `run_lock` only.
+    #[pin]
+    scratch: Mutex<Scratch>,
     /// Set once the probes are attached: no cell runs unobserved.
     pub(crate) ready: Atomic<bool>,
     pub(crate) stopping: Atomic<bool>,
@@ -275,12 +325,15 @@ impl State {
             #[cfg(have_self_nmi)]
             nmi: KBox::pin_init(sys::NmiHandler::new(), GFP_KERNEL)?,
         };
+        let scratch = Scratch::new()?;
+        let results = KVVec::with_capacity(RESULTS_RESERVED, GFP_KERNEL)?;
         Ok(try_pin_init!(Self {
             detector: Detector::new(),
             counters: Counters::new(),
             locks,
-            results <- new_mutex!(KVVec::new()),
+            results <- new_mutex!(results),
             run_lock <- new_mutex!(()),
+            scratch <- new_mutex!(scratch),
             ready: Atomic::new(false),
             stopping: Atomic::new(false),
         }? Error))
@@ -325,6 +378,14 @@ impl State {
             }
             fsleep(Delta::from_millis(20));
         }
+    }
+
+    /// Returns once a cell started now would not wait for `__might_resched()`'s
+    /// rate limit: a caller that measures around `run` waits here first,
+    /// outside its measurement (`settle`).
+    pub(crate) fn settle(&self) {
+        let _serialized = self.run_lock.lock();
+        self.wait_might_resched_window();
     }
 
     fn run_cell(&self, cell: Cell) -> Result<Outcome> {
@@ -406,14 +467,21 @@ impl State {
         // no page is dropped (freed) inside it (a freeing cell frees them
         // there, on purpose). Up to MAX_ITERATIONS
         // entries, so kvmalloc: no large physically contiguous block.
-        let mut pages = KVVec::<sys::Pages>::with_capacity(n, GFP_KERNEL)?;
+        let mut scratch = self.scratch.lock();
+        let Scratch {
+            allocations: pages,
+            times,
+        } = &mut *scratch;
+        pages.clear();
+        times.clear();
+        pages.reserve(n, GFP_KERNEL)?;
         if def.frees {
             return self.free_section(cell, pages);
         }
-        let mut times = KVVec::<u64>::with_capacity(n, GFP_KERNEL)?;
+        times.reserve(n, GFP_KERNEL)?;
         let warmed_cpu = match cell.path {
             Path::Pcp => Some(self.warm_pcp(def, gfp, cell.order, n)?),
-            Path::ZoneLock | Path::Slowpath => None,
+            Path::ZoneLock | Path::Slowpath | Path::NewSlab => None,
         };
         let mut r = CellResult::new(Cell::Alloc(cell), Outcome::Ran);
         // The slow path's state: memory drained, held until after the
@@ -465,22 +533,30 @@ impl State {
                     }
                     None => failed += 1,
                 }
-                // The zone_lock path is driven until it has been taken,
-                // or until the allocator refuses (it would refuse again).
-                if cell.path == Path::ZoneLock && (detector.buddy_events() > 0 || !got) {
+                // The zone_lock path is driven until it has been taken, the
+                // new_slab path until the slab allocator went to the page
+                // allocator, or until the allocator refuses (it would
+                // refuse again).
+                let reached = match cell.path {
+                    Path::ZoneLock => detector.buddy_events() > 0,
+                    Path::NewSlab => detector.page_allocs.load(Relaxed) > 0,
+                    Path::Pcp | Path::Slowpath => continue,
+                };
+                if reached || !got {
                     break;
                 }
             }
             cpu_last = sys::current_cpu();
         });
         r.zone_locked_pages = detector.zone_locked.load(Relaxed);
+        r.page_events = detector.page_allocs.load(Relaxed);
         r.extfrag_events = detector.extfrag.load(Relaxed);
         r.kswapd_wakeups = detector.kswapd_wakeups.load(Relaxed);
         r.allocated = (pages.len() + usize::from(spare.is_some())) as u32;
         // Freed outside the section (freeing takes the same locks), while
         // still observed: a report from freeing would be the cell's (for
         // the hardirq row, whose body alone is attributed, unattributed).
-        drop(pages);
+        pages.clear();
         drop(spare);
         r.alloc_warnings = detector.alloc_warnings.load(Relaxed);
         self.end_observation(&mut r);
@@ -497,16 +573,18 @@ impl State {
         r.migrated = warmed_cpu.is_some_and(|w| w != cpu_first || cpu_first != cpu_last);
         r.path = if r.allocated > 0 && cell.path == Path::Slowpath {
             "slowpath"
+        } else if def.slab && r.page_events > 0 {
+            "new_slab"
         } else if r.zone_locked_pages + r.extfrag_events > 0 {
             "zone_lock"
         } else if r.allocated == 0 {
             "none"
-        } else if cell.order > sys::PCP_MAX_ORDER {
+        } else if !def.slab && cell.order > sys::PCP_MAX_ORDER {
             "unseen"
         } else {
             "pcp"
         };
-        r.alloc_ns = Stats::of(&mut times);
+        r.alloc_ns = Stats::of(times);
         r.zone_locked_alloc_ns = zone_locked_alloc_ns;
         Ok(r)
     }
@@ -538,10 +616,21 @@ impl State {
     /// context, `GFP_KERNEL`), freed one by one inside it until
     /// `free_pcppages_bulk()` took `zone->lock` (`mm_page_pcpu_drain`); the
     /// rest are freed after it, still observed.
-    fn free_section(&self, cell: AllocCell, mut pages: KVVec<sys::Pages>) -> Result<CellResult> {
+    fn free_section(
+        &self,
+        cell: AllocCell,
+        pages: &mut KVVec<sys::Allocation>,
+    ) -> Result<CellResult> {
         let def = &ALLOCATORS[cell.alloc];
+        // An allocator for any context takes its own masks only (the
+        // cell's); the others may reclaim here, in process context.
+        let gfp = if def.any_context {
+            MASKS[cell.mask].gfp
+        } else {
+            sys::GFP_KERNEL | sys::GFP_NOWARN
+        };
         while pages.len() < cell.n as usize {
-            match (def.alloc)(sys::GFP_KERNEL | sys::GFP_NOWARN, cell.order) {
+            match (def.alloc)(gfp, cell.order) {
                 Some(p) => {
                     if let Err(p) = pages.push_within_capacity(p) {
                         drop(p);
@@ -555,7 +644,10 @@ impl State {
         r.allocated = pages.len() as u32;
         let mut freed = 0u32;
         let detector = &self.detector;
+        let allocated_on = sys::current_cpu();
+        let mut freed_on = allocated_on;
         self.observe_section(&mut r, cell.ctx, &mut || {
+            freed_on = sys::current_cpu();
             while let Some(p) = pages.pop() {
                 drop(p);
                 freed += 1;
@@ -568,11 +660,21 @@ impl State {
             }
         });
         r.zone_locked_pages = detector.pcpu_drained.load(Relaxed);
-        drop(pages);
+        r.page_events = detector.page_frees.load(Relaxed);
+        pages.clear();
         self.end_observation(&mut r);
         r.iterations = freed;
-        r.path = if r.zone_locked_pages > 0 {
+        // A slab free lands in this CPU's sheaf only on the CPU that
+        // allocated the object (whose allocation left room there).
+        r.migrated = def.slab && cell.path == Path::Pcp && freed_on != allocated_on;
+        // Above the per-cpu orders every free goes to free_one_page(),
+        // under zone->lock, where no tracepoint fires: mm_page_free (before
+        // it) shows the free happened, the order where it went.
+        let freed_to_buddy = !def.slab && cell.order > sys::PCP_MAX_ORDER && r.page_events > 0;
+        r.path = if r.zone_locked_pages > 0 || freed_to_buddy {
             "zone_lock"
+        } else if def.slab && r.page_events > 0 {
+            "slab_freed"
         } else if freed > 0 {
             "pcp"
         } else {
@@ -586,10 +688,10 @@ impl State {
     /// warns (`__GFP_NOWARN` alone): each order stops at its first failure,
     /// when the zones are at their min watermark. Returns the pages, freed
     /// when dropped.
-    fn drain() -> Result<KVVec<sys::Pages>> {
+    fn drain() -> Result<KVVec<sys::Allocation>> {
         // Reserved up front: growing it later would allocate with memory
         // drained. 65536 blocks: 256 GiB in 4 MiB blocks.
-        let mut held = KVVec::<sys::Pages>::with_capacity(DRAIN_MAX_BLOCKS, GFP_KERNEL)?;
+        let mut held = KVVec::<sys::Allocation>::with_capacity(DRAIN_MAX_BLOCKS, GFP_KERNEL)?;
         for order in (0..=sys::MAX_ORDER).rev() {
             while held.len() < held.capacity() {
                 match sys::get_free_pages(sys::GFP_NOWARN, order) {
@@ -634,7 +736,13 @@ impl State {
         if !sys::may_block(gfp) || !CONTEXTS[cell.ctx].atomic {
             return true;
         }
-        let n = cell.n as usize;
+        // A slab row takes objects: at most a new slab (order 0) per
+        // `SLAB_OBJECTS_PER_PAGE` of them.
+        let n = if ALLOCATORS[cell.alloc].slab {
+            (cell.n as usize).div_ceil(sys::SLAB_OBJECTS_PER_PAGE)
+        } else {
+            cell.n as usize
+        };
         let needed = (n << cell.order) + MARGIN_PAGES;
         let h = sys::headroom(cell.order);
         if h.pages >= needed && h.blocks >= n {
@@ -660,7 +768,7 @@ impl State {
     /// is a legal context for the masks `path=pcp` takes, on both flavors.
     /// Returns that CPU.
     fn warm_pcp(&self, def: &AllocatorDef, gfp: sys::Gfp, order: u32, n: usize) -> Result<u32> {
-        let mut pages = KVVec::<sys::Pages>::with_capacity(n, GFP_KERNEL)?;
+        let mut pages = KVVec::<sys::Allocation>::with_capacity(n, GFP_KERNEL)?;
         let guard = self.locks.spin.lock();
         for _ in 0..n {
             match (def.alloc)(gfp | sys::GFP_NOWARN, order) {
@@ -683,15 +791,19 @@ impl State {
         Ok(cpu)
     }
 
-    pub(crate) fn reset(&self) {
+    pub(crate) fn reset(&self) -> Result {
         let _serialized = self.run_lock.lock();
         let mut results = self.results.lock();
-        // Frees the memory too, not only the entries.
-        *results = KVVec::new();
+        // Frees the memory beyond the reserved lines too.
+        if results.capacity() > RESULTS_RESERVED {
+            *results = KVVec::with_capacity(RESULTS_RESERVED, GFP_KERNEL)?;
+        }
+        results.clear();
         for c in self.counters.all() {
             c.store(0, Relaxed);
         }
         self.detector.unattributed.store(0, Relaxed);
+        Ok(())
     }
 
     /// Logs what a run of many cells found.

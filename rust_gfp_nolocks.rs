@@ -89,7 +89,7 @@ module! {
 
 struct GfpNoLocks {
     // Field order is teardown order: probes go before the state they point to.
-    _probes: [sys::Probe; 5],
+    _probes: [sys::Probe; 7],
     state: Pin<KBox<Scope<State>>>,
 }
 
@@ -105,6 +105,8 @@ impl kernel::Module for GfpNoLocks {
         let extfrag: sys::ExtfragProbeFn = detector::extfrag_probe;
         let wakeup_kswapd: sys::WakeupKswapdProbeFn = detector::wakeup_kswapd_probe;
         let pcpu_drain: sys::PcpuDrainProbeFn = detector::pcpu_drain_probe;
+        let page_alloc: sys::PageAllocProbeFn = detector::page_alloc_probe;
+        let page_free: sys::PageFreeProbeFn = detector::page_free_probe;
         let attach = |name: &'static CStr, func: *mut c_void| {
             // SAFETY: Each probe below has its tracepoint's signature, and
             // `detector` outlives the probes (field order in `GfpNoLocks`).
@@ -118,6 +120,8 @@ impl kernel::Module for GfpNoLocks {
             attach(c"mm_page_alloc_extfrag", extfrag as *mut c_void)?,
             attach(c"mm_vmscan_wakeup_kswapd", wakeup_kswapd as *mut c_void)?,
             attach(c"mm_page_pcpu_drain", pcpu_drain as *mut c_void)?,
+            attach(c"mm_page_alloc", page_alloc as *mut c_void)?,
+            attach(c"mm_page_free", page_free as *mut c_void)?,
         ];
         // Reports printed before the probe was attached are invisible. Every
         // __might_resched() report taints the kernel with TAINT_WARN: without

@@ -4,7 +4,7 @@
 //! `run all`.
 
 use crate::sys::{self, ExecContext};
-use crate::tables::{context_index, ALLOCATORS, CONTEXTS, CONTROLS, MASKS};
+use crate::tables::{context_index, AllocatorDef, ALLOCATORS, CONTEXTS, CONTROLS, MASKS};
 use core::fmt;
 use kernel::prelude::*;
 
@@ -19,6 +19,10 @@ pub(crate) enum Path {
     /// `__alloc_pages_slowpath()`: kswapd wakeups, allocation-failure
     /// warnings, reserves.
     Slowpath,
+    /// Slab rows: allocate until the slab allocator took a new slab from
+    /// the page allocator (`mm_page_alloc`), after the per-cpu sheaves, the
+    /// barn and the node's partial slabs ran out.
+    NewSlab,
 }
 
 impl Path {
@@ -27,8 +31,11 @@ impl Path {
             Path::ZoneLock => "zone_lock",
             Path::Pcp => "pcp",
             Path::Slowpath => "slowpath",
+            Path::NewSlab => "new_slab",
         }
     }
+
+    const ALL: [Path; 4] = [Path::ZoneLock, Path::Pcp, Path::Slowpath, Path::NewSlab];
 }
 
 /// Most allocations (or frees) one cell makes: enough to drain a per-cpu
@@ -39,6 +46,12 @@ pub(crate) const MAX_ITERATIONS: u32 = 65536;
 const DEFAULT_FREE_ITERATIONS: u32 = 32768;
 const DEFAULT_ZONE_LOCK_ITERATIONS: u32 = 4096;
 const DEFAULT_PCP_ITERATIONS: u32 = 16;
+/// A slab row's `path=pcp` serves one object, the one its warm-up freed to
+/// this CPU's sheaf; a second could come from the barn or a slab.
+const SLAB_PCP_ITERATIONS: u32 = 1;
+/// Objects a `path=new_slab` cell may take before the new slab: the
+/// sheaves, the barn and the partial slabs of `kmalloc-64` first.
+const DEFAULT_NEW_SLAB_ITERATIONS: u32 = 4096;
 /// The slow path's first allocation is the answer; more may take reserves.
 const DEFAULT_SLOWPATH_ITERATIONS: u32 = 1;
 /// Longest spec `run` accepts, in bytes.
@@ -65,6 +78,20 @@ pub(crate) enum Cell {
 }
 
 impl Cell {
+    /// Whether this is a cell of the default matrix (`run all`, `cases`):
+    /// its allocator's first path, with the default order and `n`.
+    pub(crate) fn in_matrix(&self) -> bool {
+        match self {
+            Cell::Alloc(a) => {
+                let def = &ALLOCATORS[a.alloc];
+                a.path == def.paths[0]
+                    && a.order == def.default_order
+                    && a.n == default_iterations(def, a.path, a.order)
+            }
+            Cell::Control { .. } => true,
+        }
+    }
+
     pub(crate) fn context(&self) -> usize {
         match self {
             Cell::Alloc(a) => a.ctx,
@@ -177,17 +204,17 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
             "order" => order.replace(number(sys::MAX_ORDER)?).is_some(),
             "n" => n.replace(number(MAX_ITERATIONS)?).is_some(),
             "path" => path
-                .replace(match value {
-                    "zone_lock" => Path::ZoneLock,
-                    "pcp" => Path::Pcp,
-                    "slowpath" => Path::Slowpath,
-                    _ => {
-                        return Err(bad(format_args!(
-                            "unknown path '{}': use zone_lock, pcp or slowpath",
-                            value
-                        )))
-                    }
-                })
+                .replace(
+                    Path::ALL
+                        .into_iter()
+                        .find(|p| p.name() == value)
+                        .ok_or_else(|| {
+                            bad(format_args!(
+                                "unknown path '{}': use zone_lock, pcp, slowpath or new_slab",
+                                value
+                            ))
+                        })?,
+                )
                 .is_some(),
             _ => return Err(bad(format_args!("unknown key '{}' in '{}'", key, token))),
         };
@@ -218,7 +245,7 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
     let def = &ALLOCATORS[alloc];
     if CONTEXTS[ctx].body_in == ExecContext::Nmi && !def.any_context {
         return Err(bad(format_args!(
-            "ctx={} runs only allocators callable from any context (alloc_pages_nolock), not {}",
+            "ctx={} runs only allocators callable from any context (alloc_pages_nolock, kmalloc_nolock, kfree_nolock), not {}",
             CONTEXTS[ctx].name, def.name
         )));
     }
@@ -243,11 +270,13 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
         Some(o) => o,
         None => def.default_order,
     };
-    let path = path.unwrap_or(Path::ZoneLock);
-    if def.frees && path != Path::ZoneLock {
+    let path = path.unwrap_or(def.paths[0]);
+    if !def.paths.contains(&path) {
         return Err(bad(format_args!(
-            "{} takes path=zone_lock only (it frees until zone->lock is taken)",
-            def.name
+            "{} takes no path={} ({})",
+            def.name,
+            path.name(),
+            def.paths_help
         )));
     }
     // The warm-up allocates with the cell's mask under a spinlock_t: a mask
@@ -273,13 +302,16 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
             sys::PCP_MAX_ORDER
         )));
     }
+    if def.slab && path == Path::Pcp && n.is_some_and(|n| n != SLAB_PCP_ITERATIONS) {
+        return Err(bad(format_args!(
+            "{} with path=pcp takes n={} only: the warm-up's kfree() leaves one object in this CPU's sheaf",
+            def.name, SLAB_PCP_ITERATIONS
+        )));
+    }
     let n = match n {
         Some(0) => return Err(bad(format_args!("n=0 runs nothing"))),
         Some(n) => n,
-        None if path == Path::Pcp => DEFAULT_PCP_ITERATIONS,
-        None if path == Path::Slowpath => DEFAULT_SLOWPATH_ITERATIONS,
-        None if def.frees => DEFAULT_FREE_ITERATIONS,
-        None => DEFAULT_ZONE_LOCK_ITERATIONS,
+        None => default_iterations(def, path, order),
     };
     Ok(Spec::One(Cell::Alloc(AllocCell {
         ctx,
@@ -289,6 +321,20 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
         path,
         n,
     })))
+}
+
+/// The `n` of a cell that gives none, and of the matrix's cells.
+fn default_iterations(def: &AllocatorDef, path: Path, order: u32) -> u32 {
+    match path {
+        Path::Pcp if def.slab => SLAB_PCP_ITERATIONS,
+        Path::Pcp => DEFAULT_PCP_ITERATIONS,
+        Path::Slowpath => DEFAULT_SLOWPATH_ITERATIONS,
+        Path::NewSlab => DEFAULT_NEW_SLAB_ITERATIONS,
+        // One block above the per-cpu orders reaches zone->lock.
+        Path::ZoneLock if def.frees && order > sys::PCP_MAX_ORDER => 1,
+        Path::ZoneLock if def.frees => DEFAULT_FREE_ITERATIONS,
+        Path::ZoneLock => DEFAULT_ZONE_LOCK_ITERATIONS,
+    }
 }
 
 /// Every cell this kernel can run with default parameters, in `run all` order:
@@ -311,12 +357,8 @@ pub(crate) fn for_each_case(mut f: impl FnMut(Cell) -> Result) -> Result {
                             alloc,
                             mask,
                             order: def.default_order,
-                            path: Path::ZoneLock,
-                            n: if frees {
-                                DEFAULT_FREE_ITERATIONS
-                            } else {
-                                DEFAULT_ZONE_LOCK_ITERATIONS
-                            },
+                            path: def.paths[0],
+                            n: default_iterations(def, def.paths[0], def.default_order),
                         }))?;
                     }
                 }

@@ -128,28 +128,41 @@ pub(crate) fn current_cpu() -> u32 {
 }
 
 // ---------------------------------------------------------------------------
-// Pages: owned, freed once, on drop.
+// Allocations: pages or slab objects, owned, freed once, on drop.
 // ---------------------------------------------------------------------------
 
-/// How the allocator handed the pages out, which decides how they are freed.
+/// How the allocator handed the memory out, which decides how it is freed.
 enum Handle {
     /// From `__get_free_pages()`: a kernel virtual address.
     Addr(NonZeroUsize),
     /// From `alloc_pages_nolock()`: a `struct page`.
     Page(NonNull<bindings::page>),
+    /// From `kmalloc()`: freed with `kfree()`.
+    #[cfg(have_slab_rows)]
+    Kmalloc(NonNull<c_void>),
+    /// From `kmalloc_nolock()`: freed with `kfree_nolock()`, its pair,
+    /// callable where it was (any context).
+    #[cfg(have_kmalloc_nolock_rows)]
+    KmallocNolock(NonNull<c_void>),
 }
 
-/// Pages of one allocation, owned: dropping the value frees them, so safe
-/// code can neither free them twice nor free them with the wrong order.
-/// Neither `Copy` nor `Clone`. Freeing takes the allocator's locks: drop
-/// these outside the atomic section (the runner keeps them in a vector
-/// reserved beforehand and drops it after the section).
-pub(crate) struct Pages {
+/// One allocation, owned: dropping the value frees it with the allocator's
+/// own free function, so safe code can neither free it twice nor with the
+/// wrong order or function. Neither `Copy` nor `Clone`. Freeing takes the
+/// allocator's locks: drop these outside the atomic section (the runner
+/// keeps them in a vector reserved beforehand and drops it after the
+/// section), except in a freeing cell, whose section drops them on purpose.
+pub(crate) struct Allocation {
     handle: Handle,
     order: u32,
 }
 
-impl Drop for Pages {
+// SAFETY: An `Allocation` owns its memory exclusively, and the kernel's free
+// functions (`free_pages()`, `__free_pages()`, `kfree()`, `kfree_nolock()`)
+// may run on any task and CPU, not only the allocating one.
+unsafe impl Send for Allocation {}
+
+impl Drop for Allocation {
     fn drop(&mut self) {
         match self.handle {
             // SAFETY: `addr` came from `get_free_pages_noprof()` with
@@ -160,27 +173,81 @@ impl Drop for Pages {
             // SAFETY: `page` came from `alloc_pages_nolock_noprof()` with
             // `self.order` and this value owns it; drop runs once.
             Handle::Page(page) => unsafe { bindings::__free_pages(page.as_ptr(), self.order) },
+            // SAFETY: `object` came from `krealloc_node_align()` and this
+            // value owns it; drop runs once.
+            #[cfg(have_slab_rows)]
+            Handle::Kmalloc(object) => unsafe { bindings::kfree(object.as_ptr()) },
+            // SAFETY: `object` came from `_kmalloc_nolock_noprof()` and this
+            // value owns it; drop runs once.
+            #[cfg(have_kmalloc_nolock_rows)]
+            Handle::KmallocNolock(object) => unsafe { bindings::kfree_nolock(object.as_ptr()) },
         }
     }
 }
 
-pub(crate) fn get_free_pages(gfp: Gfp, order: u32) -> Option<Pages> {
+pub(crate) fn get_free_pages(gfp: Gfp, order: u32) -> Option<Allocation> {
     // SAFETY: Any mask and any order up to `MAX_ORDER` (checked by the
     // spec parser) are valid arguments; failure returns 0.
     let addr = unsafe { bindings::get_free_pages_noprof(gfp, order) };
-    Some(Pages {
+    Some(Allocation {
         handle: Handle::Addr(NonZeroUsize::new(addr as usize)?),
         order,
     })
 }
 
 #[cfg(have_alloc_pages_nolock)]
-pub(crate) fn alloc_pages_nolock(gfp: Gfp, order: u32) -> Option<Pages> {
+pub(crate) fn alloc_pages_nolock(gfp: Gfp, order: u32) -> Option<Allocation> {
     // SAFETY: Callable from any context, by design; returns NULL rather
     // than spinning or sleeping.
     let page = unsafe { bindings::alloc_pages_nolock_noprof(gfp, bindings::NUMA_NO_NODE, order) };
-    Some(Pages {
+    Some(Allocation {
         handle: Handle::Page(NonNull::new(page)?),
+        order,
+    })
+}
+
+/// Size of the slab rows' objects: the `kmalloc-64` cache, whose slabs are
+/// order 0 (64 objects to a page).
+pub(crate) const SLAB_OBJECT_SIZE: usize = 64;
+/// Objects in one slab of that cache.
+pub(crate) const SLAB_OBJECTS_PER_PAGE: usize = (1 << kernel::page::PAGE_SHIFT) / SLAB_OBJECT_SIZE;
+
+/// `kmalloc(SLAB_OBJECT_SIZE, gfp)`. Through `krealloc(NULL, ...)`, the
+/// kernel crate's `Kmalloc` path (`__do_kmalloc_node()`, as `kmalloc()`
+/// with a size not known at compile time), whose helper takes any mask
+/// where `kernel::alloc::Flags` cannot express `0` or `__GFP_HIGH`. The
+/// order is the spec's, always 0 for slab rows.
+#[cfg(have_slab_rows)]
+pub(crate) fn kmalloc(gfp: Gfp, order: u32) -> Option<Allocation> {
+    // SAFETY: A NULL object asks for a new allocation; any mask is valid;
+    // failure returns NULL.
+    let object = unsafe {
+        bindings::krealloc_node_align(
+            core::ptr::null(),
+            SLAB_OBJECT_SIZE,
+            1,
+            gfp,
+            bindings::NUMA_NO_NODE,
+        )
+    };
+    Some(Allocation {
+        handle: Handle::Kmalloc(NonNull::new(object)?),
+        order,
+    })
+}
+
+/// `kmalloc_nolock(SLAB_OBJECT_SIZE, gfp, NUMA_NO_NODE)`: any context, NMI
+/// included; returns NULL rather than spin or sleep. Kbuild finds it
+/// exported; with `CONFIG_KMALLOC_PARTITION_CACHES` it takes a token this
+/// binding lacks, and the rows are absent.
+#[cfg(have_kmalloc_nolock_rows)]
+pub(crate) fn kmalloc_nolock(gfp: Gfp, order: u32) -> Option<Allocation> {
+    // SAFETY: Callable from any context by design, with the masks the spec
+    // parser lets through (`0`); failure returns NULL.
+    let object =
+        unsafe { bindings::_kmalloc_nolock_noprof(SLAB_OBJECT_SIZE, gfp, bindings::NUMA_NO_NODE) };
+    Some(Allocation {
+        handle: Handle::KmallocNolock(NonNull::new(object)?),
         order,
     })
 }
@@ -952,5 +1019,10 @@ pub(crate) type ExtfragProbeFn =
 /// `mm_page_pcpu_drain(page, order, migratetype)`.
 pub(crate) type PcpuDrainProbeFn =
     unsafe extern "C" fn(*mut c_void, *mut bindings::page, c_uint, c_int);
+/// `mm_page_alloc(page, order, gfp_flags, migratetype)`.
+pub(crate) type PageAllocProbeFn =
+    unsafe extern "C" fn(*mut c_void, *mut bindings::page, c_uint, bindings::gfp_t, c_int);
+/// `mm_page_free(page, order)`.
+pub(crate) type PageFreeProbeFn = unsafe extern "C" fn(*mut c_void, *mut bindings::page, c_uint);
 pub(crate) type WakeupKswapdProbeFn =
     unsafe extern "C" fn(*mut c_void, c_int, c_int, c_int, bindings::gfp_t);

@@ -3,6 +3,7 @@
 //! The tables: contexts, GFP masks, allocators and controls. Each entry is
 //! one line; the spec grammar, `cases`, `run all` and autorun follow them.
 
+use crate::spec::Path;
 use crate::sys::{self, ExecContext};
 #[cfg(have_local_interrupt_disable)]
 use kernel::interrupt;
@@ -138,7 +139,7 @@ pub(crate) const MASKS: &[MaskDef] = &[
     mask("__GFP_NOWARN", sys::GFP_NOWARN),
 ];
 
-pub(crate) type AllocFn = fn(sys::Gfp, u32) -> Option<sys::Pages>;
+pub(crate) type AllocFn = fn(sys::Gfp, u32) -> Option<sys::Allocation>;
 
 pub(crate) struct AllocatorDef {
     pub(crate) name: &'static str,
@@ -156,6 +157,12 @@ pub(crate) struct AllocatorDef {
     /// Callable from any context, NMI included: the only allocators the
     /// `nmi` row runs.
     pub(crate) any_context: bool,
+    /// A slab row (`kmalloc-64` objects, order 0), not pages.
+    pub(crate) slab: bool,
+    /// Paths the spec may ask for; the first is the default, the matrix's.
+    pub(crate) paths: &'static [Path],
+    /// What those paths are, for the parser's error message.
+    pub(crate) paths_help: &'static str,
     pub(crate) alloc: AllocFn,
 }
 
@@ -163,6 +170,14 @@ pub(crate) struct AllocatorDef {
 const WARNS: u8 = 1 << 0;
 const FREES: u8 = 1 << 1;
 const ANY_CONTEXT: u8 = 1 << 2;
+#[cfg_attr(not(have_slab_rows), allow(dead_code))]
+const SLAB: u8 = 1 << 3;
+
+/// The paths of each kind of row, the matrix's first.
+const PAGE_PATHS: &[Path] = &[Path::ZoneLock, Path::Pcp, Path::Slowpath];
+const PAGE_FREE_PATHS: &[Path] = &[Path::ZoneLock];
+const SLAB_PATHS: &[Path] = &[Path::NewSlab, Path::Pcp];
+const SLAB_FREE_PATHS: &[Path] = &[Path::Pcp];
 
 const fn allocator(
     name: &'static str,
@@ -172,14 +187,33 @@ const fn allocator(
     properties: u8,
     alloc: AllocFn,
 ) -> AllocatorDef {
+    let (frees, slab) = (properties & FREES != 0, properties & SLAB != 0);
+    let (paths, paths_help): (&[Path], &str) = match (slab, frees) {
+        (false, false) => (
+            PAGE_PATHS,
+            "page allocations take zone_lock, pcp or slowpath",
+        ),
+        (false, true) => (
+            PAGE_FREE_PATHS,
+            "it frees until zone->lock is taken: zone_lock only",
+        ),
+        (true, false) => (SLAB_PATHS, "slab allocations take new_slab or pcp"),
+        (true, true) => (
+            SLAB_FREE_PATHS,
+            "it frees one object to this CPU's sheaf: pcp only",
+        ),
+    };
     AllocatorDef {
         name,
         default_order: order,
         max_order,
         accepts,
         warns: properties & WARNS != 0,
-        frees: properties & FREES != 0,
+        frees,
         any_context: properties & ANY_CONTEXT != 0,
+        slab,
+        paths,
+        paths_help,
         alloc,
     }
 }
@@ -196,11 +230,24 @@ const fn allocator(
 /// `free_page` is a freeing row: `free_page()` of pages allocated before
 /// the section; it takes `gfp=0` only (a free takes no mask) and order 0,
 /// which goes through the per-cpu list and reaches `zone->lock` once the
-/// list passes its high mark (`free_pcppages_bulk()`).
+/// list passes its high mark (`free_pcppages_bulk()`). `free_pages` frees
+/// one order-4 block by default: above the per-cpu orders,
+/// `__free_frozen_pages()` hands it to `free_one_page()`, which takes
+/// `zone->lock` for every such free.
+///
+/// Slab rows: `kmalloc()` of 64 bytes (`kmalloc-64`, order-0 slabs)
+/// with the masks that differ for slab (`__GFP_HIGH` and `__GFP_NOWARN`
+/// only change what the page allocator does once a new slab is needed,
+/// which `0` and `GFP_NOWAIT` already show); `kmalloc_nolock()` with `0`,
+/// its documented mask; `kfree()` and `kfree_nolock()` of one object
+/// allocated before the section, each from its allocation pair. Not with
+/// `CONFIG_SLUB_TINY`, which has no per-cpu sheaves (every `kmalloc()` and
+/// `kfree()` takes the node's `list_lock`): the rows would ask about
+/// another allocator.
 ///
 /// One line per allocator: name, default order, highest order, masks
-/// accepted, properties (failures warn, frees, callable from any context),
-/// call.
+/// accepted, properties (failures warn, frees, callable from any context,
+/// slab), call (for a freeing row: the allocation whose free it runs).
 #[rustfmt::skip]
 pub(crate) const ALLOCATORS: &[AllocatorDef] = &[
     #[cfg(have_alloc_pages_nolock)]
@@ -208,7 +255,21 @@ pub(crate) const ALLOCATORS: &[AllocatorDef] = &[
     allocator("get_free_page", 0, 0, |_| true, WARNS, sys::get_free_pages),
     allocator("get_free_pages", 4, sys::MAX_ORDER, |_| true, WARNS, sys::get_free_pages),
     allocator("free_page", 0, 0, |gfp| gfp == 0, FREES, sys::get_free_pages),
+    allocator("free_pages", 4, sys::MAX_ORDER, |gfp| gfp == 0, FREES, sys::get_free_pages),
+    #[cfg(have_kmalloc_nolock_rows)]
+    allocator("kmalloc_nolock", 0, 0, |gfp| gfp == 0, ANY_CONTEXT | SLAB, sys::kmalloc_nolock),
+    #[cfg(have_slab_rows)]
+    allocator("kmalloc", 0, 0, slab_mask, WARNS | SLAB, sys::kmalloc),
+    #[cfg(have_slab_rows)]
+    allocator("kfree", 0, 0, |gfp| gfp == 0, FREES | SLAB, sys::kmalloc),
+    #[cfg(have_kmalloc_nolock_rows)]
+    allocator("kfree_nolock", 0, 0, |gfp| gfp == 0, FREES | ANY_CONTEXT | SLAB, sys::kmalloc_nolock),
 ];
+
+#[cfg(have_slab_rows)]
+fn slab_mask(gfp: sys::Gfp) -> bool {
+    matches!(gfp, sys::GFP_KERNEL | sys::GFP_NOWAIT | sys::GFP_ATOMIC | 0)
+}
 
 pub(crate) struct ControlDef {
     pub(crate) name: &'static str,

@@ -18,6 +18,9 @@
 #               (K from 0): N boots share the matrix
 #   cells:FILE  the cells listed in FILE (one spec a line), stopping after the
 #               first cell that disarms lockdep (the rest wait for a new boot)
+#   cells-armed:all[:K/N]
+#               as cells:all[:K/N], stopping like cells:FILE (make matrix:
+#               the rest run from restores of a saved state)
 #   agreement   the module's totals equal an independent count of the kernel
 #               log; no page leaked around cells:all (settled free pages)
 #   robust      concurrent writers, rmmod during a run, refusals, autorun,
@@ -93,13 +96,23 @@ counter() { cat "$DEBUGFS/counters/$1"; }
 # vmstat_pages: sets VM_ALLOC and VM_FREE, the kernel's own page counts
 # since boot (/proc/vmstat pgalloc_* summed, pgfree), read with shell
 # builtins only (no fork) so that reading them allocates nothing.
+# VM_SLAB: pages in slabs now (nr_slab_reclaimable and _unreclaimable,
+# which /proc/vmstat prints in pages), for the slab rows: the caches keep
+# empty slabs and sheaves. The file is read a byte at a time (a builtin):
+# it stops at pgfree, which follows the others (vmstat_text[] in
+# mm/vmstat.c), a quarter of the file before its end.
 vmstat_pages() {
 	VM_ALLOC=0
 	VM_FREE=0
+	VM_SLAB=0
 	while read -r _key _value; do
 		case $_key in
 		pgalloc_*) VM_ALLOC=$((VM_ALLOC + _value)) ;;
-		pgfree) VM_FREE=$_value ;;
+		pgfree)
+			VM_FREE=$_value
+			break
+			;;
+		nr_slab_reclaimable | nr_slab_unreclaimable) VM_SLAB=$((VM_SLAB + _value)) ;;
 		esac
 	done </proc/vmstat
 }
@@ -205,7 +218,7 @@ phase_badinput() {
 	bad "empty line" "$(printf '\n_')" "empty spec"
 	bad "blanks only" "   " "empty spec"
 	bad "unknown context" "ctx=bogus alloc=get_free_page gfp=GFP_ATOMIC" "'bogus'"
-	bad "unknown allocator" "ctx=process alloc=kmalloc gfp=GFP_ATOMIC" "'kmalloc'"
+	bad "unknown allocator" "ctx=process alloc=vmalloc gfp=GFP_ATOMIC" "'vmalloc'"
 	bad "unknown mask" "$good gfp=GFP_BOGUS" "'GFP_BOGUS'"
 	bad "mask in lower case" "$good gfp=gfp_atomic" "'gfp_atomic'"
 	bad "missing gfp" "$good" "missing gfp="
@@ -229,10 +242,21 @@ phase_badinput() {
 	bad "blocking mask on the per-cpu path" "ctx=process alloc=get_free_page gfp=GFP_KERNEL path=pcp" "__GFP_DIRECT_RECLAIM"
 	bad "blocking mask on the slow path" "ctx=process alloc=get_free_page gfp=GFP_KERNEL path=slowpath" "direct reclaim"
 	bad "alloc_pages_nolock above the per-cpu orders" "ctx=process alloc=alloc_pages_nolock gfp=0 order=4" "order 3 at most"
+	bad "slab path on a page row" "ctx=process alloc=get_free_page gfp=GFP_ATOMIC path=new_slab" "takes no path=new_slab"
+	# The slab rows' own refusals, where the kernel has them.
+	if grep -q ' alloc=kmalloc ' "$DEBUGFS/cases"; then
+		bad "page path on a slab row" "ctx=process alloc=kmalloc gfp=GFP_ATOMIC path=zone_lock" "takes no path=zone_lock"
+		bad "slab free on the slow path" "ctx=process alloc=kfree gfp=0 path=new_slab" "pcp only"
+		bad "mask the slab rows leave out" "ctx=process alloc=kmalloc gfp=__GFP_HIGH" "does not take gfp=__GFP_HIGH"
+		bad "slab per-cpu path with n=2" "ctx=process alloc=kmalloc gfp=GFP_ATOMIC path=pcp n=2" "n=1 only"
+		bad "slab row above order 0" "ctx=process alloc=kmalloc gfp=0 order=1" "order 0 only"
+	fi
 	# Only allocators callable from any context run in the nmi row.
 	if grep -q '^ctx=nmi ' "$DEBUGFS/cases"; then
 		bad "allocator not legal in NMI" "ctx=nmi alloc=get_free_page gfp=0" "callable from any context"
 		bad "freeing row in NMI" "ctx=nmi alloc=free_page gfp=0" "callable from any context"
+		! grep -q ' alloc=kfree ' "$DEBUGFS/cases" ||
+			bad "slab free in NMI" "ctx=nmi alloc=kfree gfp=0" "callable from any context"
 	fi
 	printf 'ctx=process\000alloc=get_free_page gfp=0' >/tmp/spec
 	bad_spec "NUL byte" "control character 0x0"
@@ -253,27 +277,45 @@ phase_badinput() {
 
 # -- cases -------------------------------------------------------------------
 
-# config_has OPTION: the running kernel was built with OPTION=y.
-config_has() { zcat /proc/config.gz | grep -q "^$1=y$"; }
+# config_has OPTION: the running kernel's config has OPTION=y.
+config_has() {
+	[ -f /tmp/config ] || zcat /proc/config.gz >/tmp/config
+	grep -q "^$1=y$" /tmp/config
+}
 
-# expected_cases: the cells the module's tables call for on this kernel,
-# the rows that depend on the kernel decided from the kernel itself (config
-# and symbols), never from the module: the bottom-half rows need
-# __local_bh_disable_ip() in kallsyms, the nmi row the static call
-# trampoline __SCT__apic_call_send_IPI_mask, the preempt_disable row needs
+# The kernel symbols the rows depend on, found in one pass over kallsyms
+# (a large file: one grep each costs seconds under TCG).
+ROW_SYMBOLS="alloc_pages_nolock_noprof rust_helper_local_interrupt_disable __local_bh_disable_ip _kmalloc_nolock_noprof kfree_nolock __SCT__apic_call_send_IPI_mask"
+has_symbol() {
+	if [ -z "${KALLSYMS_FOUND+set}" ]; then
+		KALLSYMS_FOUND=" $(grep -E " ($(echo "$ROW_SYMBOLS" | tr ' ' '|'))\$" /proc/kallsyms | awk '{ printf "%s ", $3 }')"
+	fi
+	case $KALLSYMS_FOUND in *" $1 "*) return 0 ;; esac
+	return 1
+}
+
+# expected_cases: the cells the module's tables call for on this kernel, in
+# the module's `run all` order (every allocation row, then every freeing
+# row, context by context; the controls last), the rows that depend on the
+# kernel decided from the kernel itself (config and symbols), never from
+# the module: the bottom-half rows need __local_bh_disable_ip() in
+# kallsyms, the nmi row the static call trampoline
+# __SCT__apic_call_send_IPI_mask, the preempt_disable row needs
 # CONFIG_DEBUG_PREEMPT or CONFIG_TRACE_PREEMPT_TOGGLE (preempt_count_add()
 # is exported only then), local_irq_disable the kernel crate's
-# local_interrupt_disable() (its C helper is in kallsyms), and
-# alloc_pages_nolock() its symbol; Kbuild detects the same in the tree.
+# local_interrupt_disable() (its C helper is in kallsyms),
+# alloc_pages_nolock() its symbol, and the kmalloc_nolock()/kfree_nolock()
+# rows both symbols and no CONFIG_KMALLOC_PARTITION_CACHES (whose extra
+# argument the module does not pass); Kbuild detects the same in the tree.
 expected_cases() {
 	preempt=""
 	if config_has CONFIG_DEBUG_PREEMPT || config_has CONFIG_TRACE_PREEMPT_TOGGLE; then
 		preempt=preempt_disable
 	fi
 	nolock=0
-	grep -q ' alloc_pages_nolock_noprof$' /proc/kallsyms && nolock=1
+	! has_symbol alloc_pages_nolock_noprof || nolock=1
 	irq=""
-	! grep -q ' rust_helper_local_interrupt_disable$' /proc/kallsyms || irq=local_irq_disable
+	! has_symbol rust_helper_local_interrupt_disable || irq=local_irq_disable
 	masks="GFP_KERNEL GFP_NOWAIT GFP_ATOMIC 0 __GFP_HIGH GFP_ATOMIC|__GFP_NOWARN __GFP_NOWARN"
 	# The hard irq row and control need x86 (the detector reads x86's
 	# per-cpu preempt_count() to attribute them).
@@ -284,21 +326,44 @@ expected_cases() {
 	# too, like hardirq.
 	bh=""
 	softirq=""
-	if grep -q ' __local_bh_disable_ip$' /proc/kallsyms; then
+	if has_symbol __local_bh_disable_ip; then
 		bh=local_bh_disable
 		[ -z "$hardirq" ] || softirq=softirq
 	fi
-	for ctx in process rcu_read_lock spin_lock $bh $softirq $preempt $irq raw_spin_lock raw_spin_lock_irqsave $hardirq; do
-		[ "$nolock" -eq 0 ] || echo "ctx=$ctx alloc=alloc_pages_nolock gfp=0 order=0 path=zone_lock n=4096"
-		for m in $masks; do echo "ctx=$ctx alloc=get_free_page gfp=$m order=0 path=zone_lock n=4096"; done
-		for m in $masks; do echo "ctx=$ctx alloc=get_free_pages gfp=$m order=4 path=zone_lock n=4096"; done
-		echo "ctx=$ctx alloc=free_page gfp=0 order=0 path=zone_lock n=32768"
-	done
-	# NMI: a self-NMI through the exported static call trampoline of
-	# apic_call_send_IPI_mask (x86); only alloc_pages_nolock() runs there.
-	if [ -n "$hardirq" ] && [ "$nolock" -eq 1 ] && grep -q ' __SCT__apic_call_send_IPI_mask$' /proc/kallsyms; then
-		echo "ctx=nmi alloc=alloc_pages_nolock gfp=0 order=0 path=zone_lock n=4096"
+	# Slab: kmalloc() with the masks that change what slab does
+	# (GFP_KERNEL's might_alloc(), and what the page allocator does for a
+	# new slab). None with CONFIG_SLUB_TINY, which has no per-cpu sheaves.
+	slab_masks="GFP_KERNEL GFP_NOWAIT GFP_ATOMIC 0"
+	slab=1
+	! config_has CONFIG_SLUB_TINY || slab=0
+	slab_nolock=0
+	if [ "$slab" -eq 1 ] && has_symbol _kmalloc_nolock_noprof && has_symbol kfree_nolock &&
+		! config_has CONFIG_KMALLOC_PARTITION_CACHES; then
+		slab_nolock=1
 	fi
+	# NMI: a self-NMI through the exported static call trampoline of
+	# apic_call_send_IPI_mask (x86); only the allocators for any context
+	# run there.
+	nmi=""
+	[ -z "$hardirq" ] || ! has_symbol __SCT__apic_call_send_IPI_mask || nmi=nmi
+	contexts="process rcu_read_lock spin_lock $bh $softirq $preempt $irq raw_spin_lock raw_spin_lock_irqsave $hardirq $nmi"
+	for ctx in $contexts; do
+		[ "$nolock" -eq 0 ] || echo "ctx=$ctx alloc=alloc_pages_nolock gfp=0 order=0 path=zone_lock n=4096"
+		if [ "$ctx" != nmi ]; then
+			for m in $masks; do echo "ctx=$ctx alloc=get_free_page gfp=$m order=0 path=zone_lock n=4096"; done
+			for m in $masks; do echo "ctx=$ctx alloc=get_free_pages gfp=$m order=4 path=zone_lock n=4096"; done
+		fi
+		[ "$slab_nolock" -eq 0 ] || echo "ctx=$ctx alloc=kmalloc_nolock gfp=0 order=0 path=new_slab n=4096"
+		[ "$ctx" = nmi ] || [ "$slab" -eq 0 ] || for m in $slab_masks; do echo "ctx=$ctx alloc=kmalloc gfp=$m order=0 path=new_slab n=4096"; done
+	done
+	for ctx in $contexts; do
+		if [ "$ctx" != nmi ]; then
+			echo "ctx=$ctx alloc=free_page gfp=0 order=0 path=zone_lock n=32768"
+			echo "ctx=$ctx alloc=free_pages gfp=0 order=4 path=zone_lock n=1"
+			[ "$slab" -eq 0 ] || echo "ctx=$ctx alloc=kfree gfp=0 order=0 path=pcp n=1"
+		fi
+		[ "$slab_nolock" -eq 0 ] || echo "ctx=$ctx alloc=kfree_nolock gfp=0 order=0 path=pcp n=1"
+	done
 	echo "control=empty"
 	echo "control=spin_lock_under_raw_spin_lock"
 	[ -z "$preempt" ] || echo "control=might_sleep_under_preempt_disable"
@@ -308,16 +373,17 @@ expected_cases() {
 phase_cases() {
 	load_module
 	# The host requires a settled result for each of these (scripts/check,
-	# scripts/matrix): no cell of the matrix may go missing.
-	expected_cases | sed 's/^/# CASE /'
-	expected_cases | sort >/tmp/cases.expected
-	sort "$DEBUGFS/cases" >/tmp/cases.listed
+	# scripts/matrix): no cell of the matrix may go missing. Their order is
+	# the order the host runs waiting cells in (allocations before frees,
+	# which leave the per-cpu lists full).
+	expected_cases >/tmp/cases.expected
+	sed 's/^/# CASE /' /tmp/cases.expected
 	want=$(wc -l </tmp/cases.expected)
-	if cmp -s /tmp/cases.expected /tmp/cases.listed; then
-		pass "cases: the $want cells this kernel's config and symbols call for, no more, no fewer"
+	if cmp -s /tmp/cases.expected "$DEBUGFS/cases"; then
+		pass "cases: the $want cells this kernel's config and symbols call for, no more, no fewer, in run-all order"
 	else
-		fail "cases: $(wc -l </tmp/cases.listed) listed, $want expected"
-		diff /tmp/cases.expected /tmp/cases.listed | sed -n 's/^\([-+][^-+]\)/# \1/p' | head -n 20
+		fail "cases: $(wc -l <"$DEBUGFS/cases") listed, $want expected (or another order)"
+		diff /tmp/cases.expected "$DEBUGFS/cases" | sed -n 's/^\([-+][^-+]\)/# \1/p' | head -n 20
 	fi
 }
 
@@ -325,13 +391,14 @@ phase_cases() {
 
 # How far the kernel's own page accounting (pgalloc minus pgfree, the
 # whole system) may move over one cell in which the module frees every
-# page. Measured over the full matrix: -43 to +4 pages (lockdep), -46 to +2
-# (rt). The noise is mostly negative: pages of the shell's previous
-# commands, freed late (RCU). A leak moves it up: a cell that kept its
-# pages gains 16 (one order-4 block) to 4096. A double free would move it
-# down.
+# page. Measured over the full matrix since cells reuse vectors reserved at
+# load and wait out the sleeping-report rate limit before the counters are
+# read (settle): -1 to +1 pages (lockdep), -1 to +5 (rt); before, -46 to +4,
+# from the cells' own vectors and what the kernel did during the wait. A
+# leak moves it up: a cell that kept its pages gains 16 (one order-4 block)
+# to 4096. A double free moves it down as much.
 CELL_PAGES_MAX_GAIN=8
-CELL_PAGES_MAX_LOSS=64
+CELL_PAGES_MAX_LOSS=12
 
 CELL_NO=0
 
@@ -342,9 +409,14 @@ CELL_NO=0
 # phase at once.
 run_cell() {
 	CELL_NO=$((CELL_NO + 1))
+	# The wait for __might_resched()'s rate limit (after a sleeping report)
+	# happens here, before the counters are read: what the kernel does
+	# meanwhile (deferred frees, a new worker) is not the cell's.
+	echo 1 >"$DEBUGFS/settle" 2>/dev/null || true
 	vmstat_pages
 	alloc0=$VM_ALLOC
 	free0=$VM_FREE
+	slab0=$VM_SLAB
 	echo "rgn: cell $CELL_NO begin" >/dev/kmsg
 	status=0
 	write_spec "$1" 2>/tmp/err || status=$?
@@ -356,7 +428,7 @@ run_cell() {
 		return
 	fi
 	while IFS= read -r _line; do RESULT_LINE=$_line; done <"$DEBUGFS/results"
-	echo "cell=$CELL_NO kernel_alloc=$((VM_ALLOC - alloc0)) kernel_free=$((VM_FREE - free0)) $RESULT_LINE" >>/tmp/cells.results
+	echo "cell=$CELL_NO kernel_alloc=$((VM_ALLOC - alloc0)) kernel_free=$((VM_FREE - free0)) kernel_slab=$((VM_SLAB - slab0)) $RESULT_LINE" >>/tmp/cells.results
 	echo "# RESULT $RESULT_LINE"
 }
 
@@ -389,7 +461,8 @@ judge_cells() {
 		/tmp/cells.results >>/tmp/cells.pages
 }
 
-# phase_cells SOURCE: SOURCE is "all", "all:K/N" or a file of specs.
+# phase_cells SOURCE STOP: SOURCE is "all", "all:K/N" or a file of specs;
+# STOP 1 stops at the first cell that disarms lockdep whatever the source.
 phase_cells() {
 	if ! load_module; then
 		fail "cells $1: the module does not load"
@@ -419,6 +492,7 @@ phase_cells() {
 	# running them now is wasted, except for cells:all, which the tests
 	# need as one matrix in one boot (free pages, detector totals).
 	stop_on_disarm=$((1 - full))
+	[ "$2" -eq 0 ] || stop_on_disarm=1
 	[ "$stop_on_disarm" -eq 1 ] || settled_free_pages >/tmp/free_before_matrix
 	stopped=0
 	while IFS= read -r spec; do
@@ -746,6 +820,8 @@ phase_robust() {
 phase_autorun() {
 	insmod "$MODULE"
 	bits=$(autorun_bits raw_spin_lock GFP_ATOMIC)
+	# The two page allocators that take GFP_ATOMIC: two cells, each W.
+	allocators=$(((1 << $(table_row allocator get_free_page)) | (1 << $(table_row allocator get_free_pages))))
 	armed=$(cat "$DEBUGFS/lockdep")
 	rmmod rust_gfp_nolocks
 	if [ "$armed" != armed ]; then
@@ -753,7 +829,7 @@ phase_autorun() {
 		return
 	fi
 	# shellcheck disable=SC2086 # two parameters
-	insmod "$MODULE" autorun=1 controls=0 $bits
+	insmod "$MODULE" autorun=1 controls=0 $bits allocators=$allocators
 	summary=$(dmesg | grep 'rust_gfp_nolocks: ran ' | tail -n 1)
 	first=$(dmesg | grep 'rust_gfp_nolocks: first cell not checked by lockdep' | tail -n 1)
 	want="ctx=raw_spin_lock alloc=get_free_pages gfp=GFP_ATOMIC order=4 path=zone_lock n=4096"
@@ -774,7 +850,8 @@ main() {
 		load) phase_load ;;
 		badinput) phase_badinput ;;
 		cases) phase_cases ;;
-		cells:*) phase_cells "${phase#cells:}" ;;
+		cells:*) phase_cells "${phase#cells:}" 0 ;;
+		cells-armed:*) phase_cells "${phase#cells-armed:}" 1 ;;
 		agreement) phase_agreement ;;
 		robust) phase_robust ;;
 		autorun) phase_autorun ;;

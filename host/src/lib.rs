@@ -42,11 +42,18 @@ pub struct Cell {
     /// The GFP mask, `-` for a control.
     pub gfp: String,
     pub order: u32,
-    /// The path the spec asked for: `zone_lock`, `pcp`, or `none` (controls).
+    /// The path the spec asked for: `zone_lock`, `pcp`, `slowpath`,
+    /// `new_slab`, or `none` (controls).
     pub requested_path: String,
-    /// The path the allocations took: `zone_lock`, `pcp`, `none`, or
-    /// `unseen` (an order above the per-cpu orders with no buddy-list event).
+    /// The path the allocations took: `zone_lock`, `pcp`, `slowpath`,
+    /// `none`, `unseen` (an order above the per-cpu orders with no
+    /// buddy-list event); for slab rows `new_slab` (the slab allocator took
+    /// a page), `slab_freed` (it gave one back) or `pcp` (neither).
     pub path: String,
+    /// A cell of the default matrix (the module says so; older outputs:
+    /// the zone_lock path, then the only matrix path).
+    #[serde(default)]
+    pub matrix: bool,
     /// `ran`, or why the module refused to run the cell
     /// (`refused_low_memory`).
     #[serde(default = "ran")]
@@ -142,6 +149,7 @@ impl Cell {
             ),
             other => return Err(format!("unknown kind={other} in: {line}")),
         };
+        let requested_path_is_zone_lock = requested_path == "zone_lock";
         Ok(Cell {
             spec,
             kind,
@@ -151,6 +159,10 @@ impl Cell {
             order,
             requested_path,
             path: get("observed_path")?.to_string(),
+            matrix: match kv.get("matrix") {
+                Some(_) => num("matrix")? == 1,
+                None => requested_path_is_zone_lock,
+            },
             outcome: get("outcome")?.to_string(),
             iterations: num("iterations")?,
             allocated: num("allocated")?,
@@ -282,16 +294,12 @@ pub fn config_flags(dot_config: &str) -> BTreeMap<String, bool> {
 }
 
 impl Report {
-    /// The cells of the default matrix (zone_lock path), as a table:
+    /// The cells of the default matrix (each allocator's first path), as a table:
     /// contexts as rows, (allocator, gfp) pairs as columns.
     fn grid(&self) -> (Vec<&str>, Vec<(&str, &str)>) {
         let mut rows: Vec<&str> = Vec::new();
         let mut cols: Vec<(&str, &str)> = Vec::new();
-        for c in self
-            .cells
-            .iter()
-            .filter(|c| c.kind == "alloc" && c.requested_path == "zone_lock")
-        {
+        for c in self.cells.iter().filter(|c| c.kind == "alloc" && c.matrix) {
             if !rows.contains(&c.context.as_str()) {
                 rows.push(&c.context);
             }
@@ -300,8 +308,8 @@ impl Report {
                 cols.push(col);
             }
         }
-        // Each allocator's masks together, in the module's table order
-        // (the boots' outputs interleave them).
+        // Each allocator's masks together, in the order of the cells
+        // (the module's, see `sort_by_cases`).
         let allocators: Vec<&str> = cols.iter().fold(Vec::new(), |mut v, c| {
             if !v.contains(&c.0) {
                 v.push(c.0);
@@ -315,7 +323,7 @@ impl Report {
     fn cell(&self, ctx: &str, alloc: &str, gfp: &str) -> Option<&Cell> {
         self.cells.iter().find(|c| {
             c.kind == "alloc"
-                && c.requested_path == "zone_lock"
+                && c.matrix
                 && c.context == ctx
                 && c.allocator == alloc
                 && c.gfp == gfp
@@ -524,6 +532,10 @@ fn short_allocator(name: &str) -> &str {
         "get_free_pages" => "__get_free_pages(order 4)",
         "alloc_pages_nolock" => "nolock",
         "free_page" => "free_page()",
+        "free_pages" => "free_pages(order 4)",
+        "kmalloc" => "kmalloc(64)",
+        "kmalloc_nolock" => "kmalloc_nolock",
+        "kfree" => "kfree()",
         other => other,
     }
 }
@@ -558,6 +570,8 @@ fn short_gfp(gfp: &str) -> &str {
 /// kinds a sleep report gives.
 const LOCKS: &[(&str, &str)] = &[
     ("&zone->lock", "the zone's buddy-list lock, a spinlock_t: rmqueue_bulk() or rmqueue_buddy() when the per-cpu list cannot serve, free_pcppages_bulk() when a free fills it past its high mark, or show_free_areas() in warn_alloc()'s show_mem() after a failure without __GFP_NOWARN"),
+    ("&barn->lock", "a node's barn of spare slab sheaves, a spinlock_t: barn_replace_empty_sheaf() or barn_get_empty_sheaf() when this CPU's sheaves are empty (kmalloc()) or full (kfree())"),
+    ("&n->list_lock", "a slab cache node's partial-slab list lock, a spinlock_t: refill_objects() or ___slab_alloc() when no sheaf can serve, __slab_free() when a slab turns full to partial or empty"),
     ("&pcp->lock", "the per-cpu list lock, a spinlock_t (taken with a trylock, which lockdep does not check)"),
     ("&pgdat->kswapd_wait", "kswapd's wait queue lock, a spinlock_t: wakeup_kswapd() for a mask with __GFP_KSWAPD_RECLAIM once the fast path failed"),
     ("fs_reclaim", "might_alloc()'s lockdep map of reclaim, for a mask with __GFP_DIRECT_RECLAIM: in hard irq, or a served softirq on !PREEMPT_RT, an inconsistent lock state"),
@@ -583,6 +597,11 @@ const RTLOCK_SITES: &[(&str, &str)] = &[
         "zone->lock (free_pcppages_bulk(), inlined)",
     ),
     ("free_one_page", "zone->lock"),
+    ("refill_objects", "a slab node's list_lock (or barn->lock)"),
+    ("___slab_alloc", "a slab node's list_lock"),
+    ("__slab_free", "a slab node's list_lock"),
+    ("barn_replace_empty_sheaf", "a slab barn's lock"),
+    ("barn_get_empty_sheaf", "a slab barn's lock"),
     (
         "__wake_up_common_lock",
         "a wait queue's lock: kswapd's when the cell woke kswapd",
@@ -667,7 +686,7 @@ pub fn diff(a: &Report, b: &Report) -> Vec<String> {
         // (outputs before the field name none).
         let lock_differs = ca.lock != "-" && cb.lock != "-" && ca.lock != cb.lock;
         if ca.symbol() != cb.symbol() || lock_differs {
-            let path = if ca.requested_path == "zone_lock" {
+            let path = if ca.matrix {
                 String::new()
             } else {
                 format!(" path={}", ca.requested_path)
@@ -708,6 +727,19 @@ pub fn parse_cases(output: &str) -> Vec<String> {
         .filter_map(|l| l.strip_prefix("# CASE "))
         .map(|s| s.trim().to_string())
         .collect()
+}
+
+/// Puts `cells` in the order of the cases they answer (the guests' `# CASE`
+/// lines: the module's `run all` order, contexts by increasing atomicity,
+/// allocations before frees); cells no case names keep their order, last.
+/// The tables read their rows and columns in this order.
+pub fn sort_by_cases(cells: &mut [Cell], cases: &[String]) {
+    cells.sort_by_key(|c| {
+        cases
+            .iter()
+            .position(|case| answers(c, case))
+            .unwrap_or(usize::MAX)
+    });
 }
 
 /// Whether `cell` answers `case`: every `key=value` of the case (a spec,
@@ -1078,6 +1110,64 @@ mod tests {
         let c = Cell::parse(&slow.replace("unsettled=warn_spent", "unsettled=-")).unwrap();
         assert!(c.settled());
         assert!(Cell::parse(&slow.replace("alloc_warnings=0", "alloc_warnings=x")).is_err());
+    }
+
+    #[test]
+    fn the_grid_holds_the_cells_the_module_marks_as_the_matrix() {
+        // Older lines: the zone_lock path was the only matrix path.
+        assert!(Cell::parse(LINE).unwrap().matrix);
+        let slab = LINE
+            .replace(
+                "alloc=get_free_page gfp=GFP_ATOMIC",
+                "alloc=kmalloc gfp=GFP_ATOMIC",
+            )
+            .replace(" path=zone_lock n=4096", " path=new_slab n=16384")
+            .replace(
+                " observed_path=zone_lock ",
+                " observed_path=new_slab matrix=1 ",
+            );
+        let pcp = LINE
+            .replace(" path=zone_lock n=4096", " path=pcp n=64")
+            .replace(" observed_path=zone_lock ", " observed_path=pcp matrix=0 ");
+        let report = Report {
+            kernel: "7.3.4".into(),
+            flavor: "lockdep".into(),
+            config: BTreeMap::new(),
+            boots: 1,
+            restores: 0,
+            cells: vec![Cell::parse(&slab).unwrap(), Cell::parse(&pcp).unwrap()],
+        };
+        let (rows, cols) = report.grid();
+        assert_eq!(rows, vec!["raw_spin_lock"]);
+        assert_eq!(cols, vec![("kmalloc", "GFP_ATOMIC")]);
+        assert!(report
+            .cell("raw_spin_lock", "kmalloc", "GFP_ATOMIC")
+            .is_some());
+        assert!(report
+            .cell("raw_spin_lock", "get_free_page", "GFP_ATOMIC")
+            .is_none());
+    }
+
+    #[test]
+    fn cells_take_the_order_of_the_cases_they_answer() {
+        let hardirq = LINE.replace("ctx=raw_spin_lock", "ctx=hardirq");
+        let mut cells = vec![
+            Cell::parse(&hardirq).unwrap(),
+            Cell::parse(LINE).unwrap(),
+            Cell::parse(&LINE.replace(" n=4096 ", " n=8 ")).unwrap(),
+        ];
+        let cases = vec![
+            "ctx=raw_spin_lock alloc=get_free_page gfp=GFP_ATOMIC order=0 path=zone_lock n=4096"
+                .to_string(),
+            "ctx=hardirq alloc=get_free_page gfp=GFP_ATOMIC order=0 path=zone_lock n=4096"
+                .to_string(),
+        ];
+        sort_by_cases(&mut cells, &cases);
+        let specs: Vec<&str> = cells.iter().map(|c| c.spec.as_str()).collect();
+        assert!(specs[0].starts_with("ctx=raw_spin_lock") && specs[0].ends_with("n=4096"));
+        assert!(specs[1].starts_with("ctx=hardirq"));
+        // A cell no case names goes last.
+        assert!(specs[2].ends_with("n=8"));
     }
 
     #[test]

@@ -141,10 +141,15 @@ fn cmd_show(args: &[String]) -> Result<(), String> {
 /// Merges the guest outputs of one run.
 fn merged(files: &[String]) -> Result<Vec<rgn_report::Cell>, String> {
     let mut boots = Vec::new();
+    let mut cases = Vec::new();
     for f in files {
-        boots.push(parse_boot(&read(f)?).map_err(|e| format!("{f}: {e}"))?);
+        let text = read(f)?;
+        boots.push(parse_boot(&text).map_err(|e| format!("{f}: {e}"))?);
+        cases.extend(rgn_report::parse_cases(&text));
     }
-    Ok(merge(&boots))
+    let mut cells = merge(&boots);
+    rgn_report::sort_by_cases(&mut cells, &cases);
+    Ok(cells)
 }
 
 fn cmd_same(args: &[String]) -> Result<bool, String> {
