@@ -612,10 +612,12 @@ impl State {
         r.lockdep_after = sys::lockdep_armed();
     }
 
-    /// A freeing cell: `n` pages allocated before the section (process
-    /// context, `GFP_KERNEL`), freed one by one inside it until
-    /// `free_pcppages_bulk()` took `zone->lock` (`mm_page_pcpu_drain`); the
-    /// rest are freed after it, still observed.
+    /// A freeing cell: `n` pages or objects allocated before the section
+    /// (process context, `GFP_KERNEL`, or an any-context allocator's own
+    /// mask), freed one by one inside it until `free_pcppages_bulk()` took
+    /// `zone->lock` (`mm_page_pcpu_drain`), or all of them (`path=pcp`:
+    /// back to the per-cpu list or sheaf they came from); the rest are
+    /// freed after it, still observed.
     fn free_section(
         &self,
         cell: AllocCell,
@@ -664,9 +666,9 @@ impl State {
         pages.clear();
         self.end_observation(&mut r);
         r.iterations = freed;
-        // A slab free lands in this CPU's sheaf only on the CPU that
-        // allocated the object (whose allocation left room there).
-        r.migrated = def.slab && cell.path == Path::Pcp && freed_on != allocated_on;
+        // A path=pcp free lands in this CPU's sheaf or per-cpu list only on
+        // the CPU that allocated it (whose allocation left room there).
+        r.migrated = cell.path == Path::Pcp && freed_on != allocated_on;
         // Above the per-cpu orders every free goes to free_one_page(),
         // under zone->lock, where no tracepoint fires: mm_page_free (before
         // it) shows the free happened, the order where it went.

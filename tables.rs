@@ -175,7 +175,7 @@ const SLAB: u8 = 1 << 3;
 
 /// The paths of each kind of row, the matrix's first.
 const PAGE_PATHS: &[Path] = &[Path::ZoneLock, Path::Pcp, Path::Slowpath];
-const PAGE_FREE_PATHS: &[Path] = &[Path::ZoneLock];
+const PAGE_FREE_PATHS: &[Path] = &[Path::ZoneLock, Path::Pcp];
 const SLAB_PATHS: &[Path] = &[Path::NewSlab, Path::Pcp];
 const SLAB_FREE_PATHS: &[Path] = &[Path::Pcp];
 
@@ -195,7 +195,7 @@ const fn allocator(
         ),
         (false, true) => (
             PAGE_FREE_PATHS,
-            "it frees until zone->lock is taken: zone_lock only",
+            "page frees take zone_lock (until the per-cpu list drains) or pcp",
         ),
         (true, false) => (SLAB_PATHS, "slab allocations take new_slab or pcp"),
         (true, true) => (

@@ -243,6 +243,8 @@ phase_badinput() {
 	bad "blocking mask on the slow path" "ctx=process alloc=get_free_page gfp=GFP_KERNEL path=slowpath" "direct reclaim"
 	bad "alloc_pages_nolock above the per-cpu orders" "ctx=process alloc=alloc_pages_nolock gfp=0 order=4" "order 3 at most"
 	bad "slab path on a page row" "ctx=process alloc=get_free_page gfp=GFP_ATOMIC path=new_slab" "takes no path=new_slab"
+	bad "page free on the slow path" "ctx=process alloc=free_page gfp=0 path=slowpath" "takes no path=slowpath"
+	bad "per-cpu free above the per-cpu orders" "ctx=process alloc=free_pages gfp=0 path=pcp" "per-cpu lists"
 	# The slab rows' own refusals, where the kernel has them.
 	if grep -q ' alloc=kmalloc ' "$DEBUGFS/cases"; then
 		bad "page path on a slab row" "ctx=process alloc=kmalloc gfp=GFP_ATOMIC path=zone_lock" "takes no path=zone_lock"

@@ -54,6 +54,9 @@ pub struct Cell {
     /// the zone_lock path, then the only matrix path).
     #[serde(default)]
     pub matrix: bool,
+    /// A slab row: `allocated` counts objects, not pages.
+    #[serde(default)]
+    pub slab: bool,
     /// `ran`, or why the module refused to run the cell
     /// (`refused_low_memory`).
     #[serde(default = "ran")]
@@ -162,6 +165,10 @@ impl Cell {
             matrix: match kv.get("matrix") {
                 Some(_) => num("matrix")? == 1,
                 None => requested_path_is_zone_lock,
+            },
+            slab: match kv.get("slab") {
+                Some(_) => num("slab")? == 1,
+                None => false,
             },
             outcome: get("outcome")?.to_string(),
             iterations: num("iterations")?,
@@ -454,7 +461,10 @@ impl Report {
     /// (pcp cells), and the allocation that refilled it under `zone->lock`
     /// (zone_lock cells without reports, whose printing would be counted).
     pub fn timing(&self) -> String {
-        let order0 = |c: &&Cell| c.kind == "alloc" && c.order == 0;
+        // Page allocations only: slab rows time objects, freeing rows
+        // time nothing.
+        let order0 =
+            |c: &&Cell| c.kind == "alloc" && c.order == 0 && !c.slab && c.alloc_ns.median > 0;
         let clean = |c: &&Cell| c.reports.values().all(|&n| n == 0);
         let pcp: Vec<&Cell> = self
             .cells
@@ -661,10 +671,11 @@ pub fn explain(report: &Report, cells: bool) -> String {
 /// The legend of `Cell::symbol`.
 pub const LEGEND: &str = "legend: . clean  W invalid wait context  S sleeping in atomic  A scheduling while atomic  \
 L other lockdep report  ! warning  F allocation failed  R refused (memory too short)  ? not checked by lockdep\n\
-- not a cell: the call is not legal in that context (only alloc_pages_nolock() runs in NMI)\n\
+- not a cell: the call is not legal in that context (only alloc_pages_nolock(), kmalloc_nolock() and kfree_nolock() run in NMI)\n\
 W on a !PREEMPT_RT kernel is lockdep's PROVE_RAW_LOCK_NESTING check: that lock would sleep on PREEMPT_RT (legal here)\n\
 columns: masks under each allocator (AT|NW = GFP_ATOMIC|__GFP_NOWARN, NOWARN = __GFP_NOWARN alone); rows: the atomic context\n\
-equal columns are not equal masks: each cell of the table is driven to zone->lock with ample memory; the slow path\n\
+equal columns are not equal masks: each page cell is driven to zone->lock (slab: to a new slab; frees: kfree() of one\n\
+object, free_page() until the per-cpu list drains) with ample memory; the slow path\n\
 line (memory drained to the min watermark) is where kswapd wakeups, warnings and reserves set NOWAIT, ATOMIC, 0 and NOWARN apart";
 
 /// Cells whose symbol differs between two flavors, one line each.

@@ -80,17 +80,14 @@ fn cmd_merge(args: &[String]) -> Result<(), String> {
     if files.is_empty() {
         return Err("merge needs at least one boot output".into());
     }
-    let mut boots = Vec::new();
-    for f in &files {
-        boots.push(parse_boot(&read(f)?).map_err(|e| format!("{f}: {e}"))?);
-    }
+    let cells = merged(&files)?;
     let report = Report {
         kernel: required(&opts, "kernel")?.to_string(),
         flavor: required(&opts, "flavor")?.to_string(),
         config: config_flags(&read(required(&opts, "config")?)?),
         boots: files.iter().filter(|f| !is_restore(f)).count() as u32,
         restores: files.iter().filter(|f| is_restore(f)).count() as u32,
-        cells: merge(&boots),
+        cells,
     };
     if report.cells.is_empty() {
         return Err("the boot outputs hold no results".into());
@@ -139,10 +136,11 @@ fn cmd_show(args: &[String]) -> Result<(), String> {
 }
 
 /// Merges the guest outputs of one run.
-fn merged(files: &[String]) -> Result<Vec<rgn_report::Cell>, String> {
+fn merged<S: AsRef<str>>(files: &[S]) -> Result<Vec<rgn_report::Cell>, String> {
     let mut boots = Vec::new();
     let mut cases = Vec::new();
     for f in files {
+        let f = f.as_ref();
         let text = read(f)?;
         boots.push(parse_boot(&text).map_err(|e| format!("{f}: {e}"))?);
         cases.extend(rgn_report::parse_cases(&text));
