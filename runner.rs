@@ -625,13 +625,25 @@ impl State {
     ) -> Result<CellResult> {
         let def = &ALLOCATORS[cell.alloc];
         // An allocator for any context takes its own masks only (the
-        // cell's); the others may reclaim here, in process context.
+        // cell's); the others may reclaim here, in process context, but
+        // fail rather than call the OOM killer.
         let gfp = if def.any_context {
             MASKS[cell.mask].gfp
         } else {
-            sys::GFP_KERNEL | sys::GFP_NOWARN
+            sys::GFP_KERNEL | sys::GFP_NOWARN | sys::GFP_NORETRY
         };
-        while pages.len() < cell.n as usize {
+        // path=pcp frees pages back to the list they were just taken from:
+        // n more are taken and kept until after the section, so the list
+        // ends n below where it started, under its high mark even if that
+        // mark decayed to the list's length meanwhile (decay_pcp_high()).
+        let n = cell.n as usize;
+        let held = if cell.path == Path::Pcp && !def.slab {
+            n
+        } else {
+            0
+        };
+        pages.reserve(n + held, GFP_KERNEL)?;
+        while pages.len() < n + held {
             match (def.alloc)(gfp, cell.order) {
                 Some(p) => {
                     if let Err(p) = pages.push_within_capacity(p) {
@@ -650,7 +662,8 @@ impl State {
         let mut freed_on = allocated_on;
         self.observe_section(&mut r, cell.ctx, &mut || {
             freed_on = sys::current_cpu();
-            while let Some(p) = pages.pop() {
+            while pages.len() > held {
+                let Some(p) = pages.pop() else { break };
                 drop(p);
                 freed += 1;
                 // A report also ends it: a free whose per-cpu trylock

@@ -19,9 +19,10 @@ pub(crate) enum Path {
     /// `__alloc_pages_slowpath()`: kswapd wakeups, allocation-failure
     /// warnings, reserves.
     Slowpath,
-    /// Slab rows: allocate until the slab allocator took a new slab from
-    /// the page allocator (`mm_page_alloc`), after the per-cpu sheaves, the
-    /// barn and the node's partial slabs ran out.
+    /// Slab rows: allocate until the slab allocator took a page from the
+    /// page allocator (`mm_page_alloc`): usually `kmalloc-64`'s new slab,
+    /// after the per-cpu sheaves, the barn and the node's partial slabs ran
+    /// out, or a new sheaf's `kmalloc-512` slab.
     NewSlab,
 }
 
@@ -332,7 +333,8 @@ fn default_iterations(def: &AllocatorDef, path: Path, order: u32) -> u32 {
         Path::NewSlab => DEFAULT_NEW_SLAB_ITERATIONS,
         // One block above the per-cpu orders reaches zone->lock.
         Path::ZoneLock if def.frees && order > sys::PCP_MAX_ORDER => 1,
-        Path::ZoneLock if def.frees => DEFAULT_FREE_ITERATIONS,
+        // The same pages in blocks of the order.
+        Path::ZoneLock if def.frees => DEFAULT_FREE_ITERATIONS >> order,
         Path::ZoneLock => DEFAULT_ZONE_LOCK_ITERATIONS,
     }
 }

@@ -22,6 +22,8 @@ pub(crate) const GFP_NOWAIT: Gfp = bindings::GFP_NOWAIT;
 pub(crate) const GFP_ATOMIC: Gfp = bindings::GFP_ATOMIC;
 pub(crate) const GFP_HIGH: Gfp = 1 << bindings::___GFP_HIGH_BIT;
 pub(crate) const GFP_NOWARN: Gfp = bindings::__GFP_NOWARN;
+/// `__GFP_NORETRY`, which the bindings lack as a constant (like `__GFP_HIGH`).
+pub(crate) const GFP_NORETRY: Gfp = 1 << bindings::___GFP_NORETRY_BIT;
 /// Highest order the per-cpu lists serve (`PAGE_ALLOC_COSTLY_ORDER`; with
 /// THP the PMD order too, which the test kernels do not have).
 pub(crate) const PCP_MAX_ORDER: u32 = bindings::PAGE_ALLOC_COSTLY_ORDER;

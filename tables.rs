@@ -151,8 +151,9 @@ pub(crate) struct AllocatorDef {
     pub(crate) accepts: fn(sys::Gfp) -> bool,
     /// Whether a failure without `__GFP_NOWARN` goes through `warn_alloc()`.
     pub(crate) warns: bool,
-    /// A freeing row: `alloc` takes `n` pages before the section (with
-    /// `GFP_KERNEL`), and the section frees them.
+    /// A freeing row: `alloc` takes `n` pages or objects before the section
+    /// (`GFP_KERNEL`, or for an allocator of any context its own mask), and
+    /// the section frees them.
     pub(crate) frees: bool,
     /// Callable from any context, NMI included: the only allocators the
     /// `nmi` row runs.

@@ -41,11 +41,14 @@ DEBUGFS=/sys/kernel/debug/rust_gfp_nolocks
 FLAVOR=$(cat /rgn/flavor)
 KINDS="invalid_wait_context sleeping_in_atomic scheduling_while_atomic lockdep_other warning"
 # How far settled free pages (see free_pages) may drift without a leak.
-# Measured around the full matrix: -9 to +13; a leak of one page per cell
-# would be -107. Around the 50 cycles: -18 to +58, as the kernel frees vmap
-# areas lazily; a leak of three pages per load would be -150. Past a
-# tolerance, drift_from measures again.
+# Measured around the full matrix: -9 to +13 before the slab rows, +14 to
+# +70 with them (memory outside the counted consumers given back); a leak
+# of one page per cell would be -120. A leak only lowers free pages: a rise
+# is allowed up to MATRIX_PAGES_RISE. Around the 50 cycles: -18 to +58, as
+# the kernel frees vmap areas lazily; a leak of three pages per load would
+# be -150. Past a tolerance, drift_from measures again.
 MATRIX_PAGES_TOLERANCE=48
+MATRIX_PAGES_RISE=192
 CYCLE_PAGES_TOLERANCE=128
 CYCLE_KB_TOLERANCE=256
 
@@ -95,7 +98,8 @@ counter() { cat "$DEBUGFS/counters/$1"; }
 
 # vmstat_pages: sets VM_ALLOC and VM_FREE, the kernel's own page counts
 # since boot (/proc/vmstat pgalloc_* summed, pgfree), read with shell
-# builtins only (no fork) so that reading them allocates nothing.
+# builtins only (no fork: a fork allocates pages; the kernel's kmalloc()
+# of the read buffer comes from a slab).
 # VM_SLAB: pages in slabs now (nr_slab_reclaimable and _unreclaimable,
 # which /proc/vmstat prints in pages), for the slab rows: the caches keep
 # empty slabs and sheaves. The file is read a byte at a time (a builtin):
@@ -406,9 +410,9 @@ CELL_NO=0
 
 # run_cell SPEC: runs one cell between two kernel log markers, with the
 # kernel's page counters read around it, and prints its results line for
-# the host. Builtins only (a fork costs tens of ms under TCG, and reading
-# the counters must allocate nothing): judge_cells judges all cells of the
-# phase at once.
+# the host. Builtins only (a fork costs tens of ms under TCG, and allocates
+# pages inside the window): judge_cells judges all cells of the phase at
+# once.
 run_cell() {
 	CELL_NO=$((CELL_NO + 1))
 	# The wait for __might_resched()'s rate limit (after a sleeping report)
@@ -579,8 +583,8 @@ phase_agreement() {
 		echo 1 >"$DEBUGFS/reset"
 		before=$(cat /tmp/free_before_matrix)
 		drift=$(drift_from "$before" "$MATRIX_PAGES_TOLERANCE")
-		summary="settled free pages $before before, $((before + drift)) after (drift $drift, tolerance $MATRIX_PAGES_TOLERANCE)"
-		if [ "${drift#-}" -le "$MATRIX_PAGES_TOLERANCE" ]; then
+		summary="settled free pages $before before, $((before + drift)) after (drift $drift, tolerance -$MATRIX_PAGES_TOLERANCE to +$MATRIX_PAGES_RISE)"
+		if [ "$drift" -ge "-$MATRIX_PAGES_TOLERANCE" ] && [ "$drift" -le "$MATRIX_PAGES_RISE" ]; then
 			pass "no page leak around the full matrix ($cells cells): $summary"
 		else
 			fail "page leak around the full matrix ($cells cells)? $summary"

@@ -35,7 +35,16 @@ fn write(path: &str, text: &str) -> Result<(), String> {
 }
 
 fn load(path: &str) -> Result<Report, String> {
-    serde_json::from_str(&read(path)?).map_err(|e| format!("{path} is not a results file: {e}"))
+    let mut report: Report = serde_json::from_str(&read(path)?)
+        .map_err(|e| format!("{path} is not a results file: {e}"))?;
+    // Files written before cells said whether they are the matrix's: the
+    // zone_lock path was its only path then.
+    if !report.cells.iter().any(|c| c.matrix) {
+        for c in &mut report.cells {
+            c.matrix = c.requested_path == "zone_lock";
+        }
+    }
+    Ok(report)
 }
 
 /// `--key value` options, and the positional arguments.
