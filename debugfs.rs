@@ -33,33 +33,31 @@ fn write_run(state: &State, reader: &mut UserSliceReader) -> Result {
     state.run(spec)
 }
 
-fn write_reset(state: &State, reader: &mut UserSliceReader) -> Result {
+/// Reads a write of `1`, the only value `reset` and `settle` take; anything
+/// else is refused with a line that says what the file does.
+fn read_one(reader: &mut UserSliceReader, usage: &str) -> Result {
     let mut buf = [0u8; 8];
     let len = reader.len();
-    if len > buf.len() {
-        pr_err!("reset: write 1 to clear results and counters\n");
-        return Err(EINVAL);
+    if len <= buf.len() {
+        reader.read_slice(&mut buf[..len])?;
+        if buf[..len].trim_ascii() == b"1" {
+            return Ok(());
+        }
     }
-    reader.read_slice(&mut buf[..len])?;
-    if buf[..len].trim_ascii() != b"1" {
-        pr_err!("reset: write 1 to clear results and counters\n");
-        return Err(EINVAL);
-    }
+    pr_err!("{}\n", usage);
+    Err(EINVAL)
+}
+
+fn write_reset(state: &State, reader: &mut UserSliceReader) -> Result {
+    read_one(reader, "reset: write 1 to clear results and counters")?;
     state.reset()
 }
 
 fn write_settle(state: &State, reader: &mut UserSliceReader) -> Result {
-    let mut buf = [0u8; 8];
-    let len = reader.len();
-    if len > buf.len() {
-        pr_err!("settle: write 1 to wait until a cell would not wait\n");
-        return Err(EINVAL);
-    }
-    reader.read_slice(&mut buf[..len])?;
-    if buf[..len].trim_ascii() != b"1" {
-        pr_err!("settle: write 1 to wait until a cell would not wait\n");
-        return Err(EINVAL);
-    }
+    read_one(
+        reader,
+        "settle: write 1 to wait until a cell would not wait",
+    )?;
     state.settle();
     Ok(())
 }

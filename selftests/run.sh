@@ -278,6 +278,13 @@ phase_badinput() {
 	*"Invalid argument"*) pass "bad input to reset: EINVAL" ;;
 	*) fail "bad input to reset: '2' was accepted ($err)" ;;
 	esac
+	printf 'now' >/tmp/spec
+	err=$(dd if=/tmp/spec of="$DEBUGFS/settle" 2>&1)
+	logged=$(dmesg | grep 'rust_gfp_nolocks: settle:' | tail -n 1)
+	case $err/$logged in
+	*"Invalid argument"*/*"write 1"*) pass "bad input to settle: EINVAL, logged what it takes" ;;
+	*) fail "bad input to settle: 'now' gave '$err', log '$logged'" ;;
+	esac
 	rm -f /tmp/spec
 }
 
