@@ -406,7 +406,7 @@ phase_cases() {
 # whole system) may move over one cell in which the module frees every
 # page. Measured over the full matrix since cells reuse vectors reserved at
 # load and wait out the sleeping-report rate limit before the counters are
-# read (settle): -1 to +1 pages (lockdep), -1 to +5 (rt); before, -46 to +4,
+# read (settle): -2 to +1 pages (lockdep), -3 to +5 (rt) in two runs; before, -46 to +4,
 # from the cells' own vectors and what the kernel did during the wait. A
 # leak moves it up: a cell that kept its pages gains 16 (one order-4 block)
 # to 4096. A double free moves it down as much.
