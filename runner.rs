@@ -266,8 +266,9 @@ impl Counters {
 
 /// Vectors every cell reuses, reserved at load for the largest `n` of the
 /// default matrix (a larger `n` grows them): a cell allocates no vector of
-/// its own, so the kernel's page counts over a cell hold the cell's
-/// allocations only.
+/// that size of its own (only a `path=pcp` warm-up's few entries and a
+/// `path=slowpath` drain's list, which is the point of that path), so the
+/// kernel's page counts over a cell hold the cell's allocations.
 pub(crate) struct Scratch {
     /// The section's allocations, or a freeing cell's allocations to free.
     allocations: KVVec<sys::Allocation>,

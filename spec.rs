@@ -39,6 +39,19 @@ impl Path {
     const ALL: [Path; 4] = [Path::ZoneLock, Path::Pcp, Path::Slowpath, Path::NewSlab];
 }
 
+/// Path names separated by commas, for messages.
+struct PathNames(&'static [Path]);
+
+impl fmt::Display for PathNames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{}{}", sep, p.name())?;
+        }
+        Ok(())
+    }
+}
+
 /// Most allocations (or frees) one cell makes: enough to drain a per-cpu
 /// list, or to fill one past its high mark (which grows with frees, up to
 /// `high_max`: 30248 pages in the test guest's 1 GiB zone).
@@ -274,10 +287,10 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
     let path = path.unwrap_or(def.paths[0]);
     if !def.paths.contains(&path) {
         return Err(bad(format_args!(
-            "{} takes no path={} ({})",
+            "{} takes no path={} (its paths: {})",
             def.name,
             path.name(),
-            def.paths_help
+            PathNames(def.paths)
         )));
     }
     // The warm-up allocates with the cell's mask under a spinlock_t: a mask

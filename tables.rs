@@ -162,8 +162,6 @@ pub(crate) struct AllocatorDef {
     pub(crate) slab: bool,
     /// Paths the spec may ask for; the first is the default, the matrix's.
     pub(crate) paths: &'static [Path],
-    /// What those paths are, for the parser's error message.
-    pub(crate) paths_help: &'static str,
     pub(crate) alloc: AllocFn,
 }
 
@@ -189,20 +187,11 @@ const fn allocator(
     alloc: AllocFn,
 ) -> AllocatorDef {
     let (frees, slab) = (properties & FREES != 0, properties & SLAB != 0);
-    let (paths, paths_help): (&[Path], &str) = match (slab, frees) {
-        (false, false) => (
-            PAGE_PATHS,
-            "page allocations take zone_lock, pcp or slowpath",
-        ),
-        (false, true) => (
-            PAGE_FREE_PATHS,
-            "page frees take zone_lock (until the per-cpu list drains) or pcp",
-        ),
-        (true, false) => (SLAB_PATHS, "slab allocations take new_slab or pcp"),
-        (true, true) => (
-            SLAB_FREE_PATHS,
-            "it frees one object to this CPU's sheaf: pcp only",
-        ),
+    let paths = match (slab, frees) {
+        (false, false) => PAGE_PATHS,
+        (false, true) => PAGE_FREE_PATHS,
+        (true, false) => SLAB_PATHS,
+        (true, true) => SLAB_FREE_PATHS,
     };
     AllocatorDef {
         name,
@@ -214,7 +203,6 @@ const fn allocator(
         any_context: properties & ANY_CONTEXT != 0,
         slab,
         paths,
-        paths_help,
         alloc,
     }
 }

@@ -247,12 +247,12 @@ phase_badinput() {
 	bad "blocking mask on the slow path" "ctx=process alloc=get_free_page gfp=GFP_KERNEL path=slowpath" "direct reclaim"
 	bad "alloc_pages_nolock above the per-cpu orders" "ctx=process alloc=alloc_pages_nolock gfp=0 order=4" "order 3 at most"
 	bad "slab path on a page row" "ctx=process alloc=get_free_page gfp=GFP_ATOMIC path=new_slab" "takes no path=new_slab"
-	bad "page free on the slow path" "ctx=process alloc=free_page gfp=0 path=slowpath" "takes no path=slowpath"
+	bad "page free on the slow path" "ctx=process alloc=free_page gfp=0 path=slowpath" "takes no path=slowpath (its paths: zone_lock, pcp)"
 	bad "per-cpu free above the per-cpu orders" "ctx=process alloc=free_pages gfp=0 path=pcp" "per-cpu lists"
 	# The slab rows' own refusals, where the kernel has them.
 	if grep -q ' alloc=kmalloc ' "$DEBUGFS/cases"; then
 		bad "page path on a slab row" "ctx=process alloc=kmalloc gfp=GFP_ATOMIC path=zone_lock" "takes no path=zone_lock"
-		bad "slab free on the slow path" "ctx=process alloc=kfree gfp=0 path=new_slab" "pcp only"
+		bad "slab free on the slow path" "ctx=process alloc=kfree gfp=0 path=new_slab" "takes no path=new_slab (its paths: pcp)"
 		bad "mask the slab rows leave out" "ctx=process alloc=kmalloc gfp=__GFP_HIGH" "does not take gfp=__GFP_HIGH"
 		bad "slab per-cpu path with n=2" "ctx=process alloc=kmalloc gfp=GFP_ATOMIC path=pcp n=2" "n=1 only"
 		bad "slab row above order 0" "ctx=process alloc=kmalloc gfp=0 order=1" "order 0 only"
