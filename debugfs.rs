@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The debugfs surface, `/sys/kernel/debug/rust_gfp_nolocks/`: `run`,
-//! `reset`, `settle`, `results`, `cases`, `tables`, `lockdep` and
+//! `reset`, `settle`, `results`, `last`, `cases`, `tables`, `lockdep` and
 //! `counters/`.
 
 use crate::detector::REPORT_KINDS;
@@ -69,6 +69,15 @@ fn show_results(state: &State, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     Ok(())
 }
 
+/// The newest results line alone: a reader after each cell need not read
+/// them all (a shell reads a file a byte at a time).
+fn show_last(state: &State, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match state.results.lock().last() {
+        Some(r) => write!(f, "{}", r),
+        None => Ok(()),
+    }
+}
+
 fn show_cases(_: &State, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     let mut out = Ok(());
     let _ = for_each_case(|cell| {
@@ -112,6 +121,7 @@ pub(crate) fn populate<'a>(state: &'a State, dir: &ScopedDir<'a, '_>) {
     dir.write_only_callback_file(c"reset", state, &write_reset);
     dir.write_only_callback_file(c"settle", state, &write_settle);
     dir.read_callback_file(c"results", state, &show_results);
+    dir.read_callback_file(c"last", state, &show_last);
     dir.read_callback_file(c"cases", state, &show_cases);
     dir.read_callback_file(c"tables", state, &show_tables);
     dir.read_callback_file(c"lockdep", state, &show_lockdep);

@@ -192,6 +192,7 @@ kdir() {
 }
 
 export HOST_TOOL="$REPO_ROOT/host/target/release/rgn-report"
+export RESTORE_TOOL="$REPO_ROOT/host/target/release/rgn-restore"
 
 # prepare FLAVOR...: what the README's commands need before they boot, from
 # a fresh machine: packages and sources, the kernels, the host tool (the

@@ -19,8 +19,17 @@
 #   cells:FILE  the cells listed in FILE (one spec a line), stopping after the
 #               first cell that disarms lockdep (the rest wait for a new boot)
 #   cells-armed:all[:K/N]
-#               as cells:all[:K/N], stopping like cells:FILE (make matrix:
-#               the rest run from restores of a saved state)
+#               as cells:all[:K/N], stopping like cells:FILE
+#   chain:FILE  as cells:FILE, for a restore of the saved state: prints each
+#               cell's raw results ("# CELL") and then the kernel log, which
+#               the host judges (phase judge) instead of the guest
+#   queue:SOURCE
+#               the cells of SOURCE ("all" or a file of specs) announced
+#               ("# CASE") and left for the host to run from restores
+#               ("# RETRY")
+#   judge:RAW   (on the host, with busybox sh, RGN_FLAVOR, RGN_KTAP_HELPERS
+#               and RGN_TMP) judges the output RAW of phase chain as phase
+#               cells would have in the guest
 #   agreement   the module's totals equal an independent count of the kernel
 #               log; no page leaked around cells:all (settled free pages)
 #   robust      concurrent writers, rmmod during a run, refusals, autorun,
@@ -32,13 +41,14 @@
 set -u
 
 SELFTESTS=$(dirname "$0")
-# The kernel tree's helpers, copied into the guest by scripts/vm.
+# The kernel tree's helpers, copied into the guest by scripts/vm (the host
+# names them for phase judge).
 # shellcheck source=/dev/null
-. "$SELFTESTS/ktap_helpers.sh"
+. "${RGN_KTAP_HELPERS:-$SELFTESTS/ktap_helpers.sh}"
 
 MODULE=/rgn/modules/rust_gfp_nolocks.ko
-DEBUGFS=/sys/kernel/debug/rust_gfp_nolocks
-FLAVOR=$(cat /rgn/flavor)
+FLAVOR=${RGN_FLAVOR:-}
+[ -n "$FLAVOR" ] || read -r FLAVOR </rgn/flavor
 KINDS="invalid_wait_context sleeping_in_atomic scheduling_while_atomic lockdep_other warning"
 # How far settled free pages (see free_pages) may drift without a leak.
 # Measured around the full matrix: -9 to +13 before the slab rows, +14 to
@@ -54,6 +64,9 @@ CYCLE_KB_TOLERANCE=256
 
 pass() { ktap_test_pass "$FLAVOR: $*"; }
 fail() { ktap_test_fail "$FLAVOR: $*"; }
+# run_cell, vmstat_pages, write_spec, chain; DEBUGFS and T.
+# shellcheck source=selftests/cells.sh
+. "$SELFTESTS/cells.sh"
 check() {
 	desc=$1
 	shift
@@ -96,34 +109,7 @@ settled_free_pages() {
 
 counter() { cat "$DEBUGFS/counters/$1"; }
 
-# vmstat_pages: sets VM_ALLOC and VM_FREE, the kernel's own page counts
-# since boot (/proc/vmstat pgalloc_* summed, pgfree), read with shell
-# builtins only (no fork: a fork allocates pages; the kernel's kmalloc()
-# of the read buffer comes from a slab).
-# VM_SLAB: pages in slabs now (nr_slab_reclaimable and _unreclaimable,
-# which /proc/vmstat prints in pages), for the slab rows: the caches keep
-# empty slabs and sheaves. The file is read a byte at a time (a builtin):
-# it stops at pgfree, which follows the others (vmstat_text[] in
-# mm/vmstat.c), a quarter of the file before its end.
-vmstat_pages() {
-	VM_ALLOC=0
-	VM_FREE=0
-	VM_SLAB=0
-	while read -r _key _value; do
-		case $_key in
-		pgalloc_*) VM_ALLOC=$((VM_ALLOC + _value)) ;;
-		pgfree)
-			VM_FREE=$_value
-			break
-			;;
-		nr_slab_reclaimable | nr_slab_unreclaimable) VM_SLAB=$((VM_SLAB + _value)) ;;
-		esac
-	done </proc/vmstat
-}
 
-# write_spec SPEC: one write of SPEC to run; a refusal is reported on stderr
-# (echo, not printf: busybox's printf does not report a failed write).
-write_spec() { echo "$1" >"$DEBUGFS/run"; }
 
 meminfo_kb() { awk -v k="$1:" '$1 == k { print $2 }' /proc/meminfo; }
 
@@ -179,7 +165,7 @@ check_clocksource() {
 phase_load() {
 	check "module: insmod rust_gfp_nolocks.ko" load_module
 	missing=""
-	for f in run reset results cases lockdep counters/cells_run counters/cells_refused counters/allocs_ok counters/unattributed; do
+	for f in run reset settle results last cases lockdep counters/cells_run counters/cells_refused counters/allocs_ok counters/unattributed; do
 		[ -e "$DEBUGFS/$f" ] || missing="$missing $f"
 	done
 	for k in $KINDS; do
@@ -413,49 +399,19 @@ phase_cases() {
 CELL_PAGES_MAX_GAIN=8
 CELL_PAGES_MAX_LOSS=12
 
-CELL_NO=0
 
-# run_cell SPEC: runs one cell between two kernel log markers, with the
-# kernel's page counters read around it, and prints its results line for
-# the host. Builtins only (a fork costs tens of ms under TCG, and allocates
-# pages inside the window): judge_cells judges all cells of the phase at
-# once.
-run_cell() {
-	CELL_NO=$((CELL_NO + 1))
-	# The wait for __might_resched()'s rate limit (after a sleeping report)
-	# happens here, before the counters are read: what the kernel does
-	# meanwhile (deferred frees, a new worker) is not the cell's.
-	echo 1 >"$DEBUGFS/settle" 2>/dev/null || true
-	vmstat_pages
-	alloc0=$VM_ALLOC
-	free0=$VM_FREE
-	slab0=$VM_SLAB
-	echo "rgn: cell $CELL_NO begin" >/dev/kmsg
-	status=0
-	write_spec "$1" 2>/tmp/err || status=$?
-	echo "rgn: cell $CELL_NO end" >/dev/kmsg
-	vmstat_pages
-	if [ "$status" -ne 0 ]; then
-		read -r err </tmp/err
-		fail "cell $1: the module refused it ($err)"
-		return
-	fi
-	while IFS= read -r _line; do RESULT_LINE=$_line; done <"$DEBUGFS/results"
-	echo "cell=$CELL_NO kernel_alloc=$((VM_ALLOC - alloc0)) kernel_free=$((VM_FREE - free0)) kernel_slab=$((VM_SLAB - slab0)) $RESULT_LINE" >>/tmp/cells.results
-	echo "# RESULT $RESULT_LINE"
-}
 
 # judge_cells: every cell run in this phase against the expectations and
 # the kernel's page accounting (expect.awk), one KTAP line each; cells to
 # run again in a fresh kernel are printed as "# RETRY SPEC".
 judge_cells() {
-	[ -s /tmp/cells.results ] || return 0
+	[ -s "$T/cells.results" ] || return 0
 	awk -v flavor="$FLAVOR" -v max_gain="$CELL_PAGES_MAX_GAIN" -v max_loss="$CELL_PAGES_MAX_LOSS" \
-		-f "$SELFTESTS/expect.awk" "$SELFTESTS/expectations.txt" /tmp/cells.results >/tmp/verdicts ||
+		-f "$SELFTESTS/expect.awk" "$SELFTESTS/expectations.txt" "$T/cells.results" >"$T/verdicts" ||
 		fail "judge: expect.awk failed"
 	# One verdict per cell, or the judge itself is broken.
-	cells=$(wc -l </tmp/cells.results)
-	verdicts=$(wc -l </tmp/verdicts)
+	cells=$(wc -l <"$T/cells.results")
+	verdicts=$(wc -l <"$T/verdicts")
 	[ "$cells" -eq "$verdicts" ] || fail "judge: $verdicts verdicts for $cells cells"
 	tab=$(printf '\t')
 	while IFS=$tab read -r status desc detail row spec; do
@@ -468,10 +424,10 @@ judge_cells() {
 			echo "# $detail"
 			;;
 		esac
-	done </tmp/verdicts
+	done <"$T/verdicts"
 	awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^kernel_(alloc|free)=/) { split($i, kv, "="); v[kv[1]] = kv[2] }
 		print "kernel pages +" v["kernel_alloc"] " -" v["kernel_free"] " net " v["kernel_alloc"] - v["kernel_free"] }' \
-		/tmp/cells.results >>/tmp/cells.pages
+		"$T/cells.results" >>"$T/cells.pages"
 }
 
 # phase_cells SOURCE STOP: SOURCE is "all", "all:K/N" or a file of specs;
@@ -500,7 +456,7 @@ phase_cells() {
 		fail "cells $1: no cell to run"
 		return
 	fi
-	: >/tmp/cells.results
+	: >"$T/cells.results"
 	# Cells after lockdep disarms are run again in a fresh kernel, so
 	# running them now is wasted, except for cells:all, which the tests
 	# need as one matrix in one boot (free pages, detector totals).
@@ -523,22 +479,52 @@ phase_cells() {
 	check_log_agreement
 }
 
+# phase_queue SOURCE: every cell of SOURCE waits for the host's restores.
+phase_queue() {
+	case $1 in
+	all) cat "$DEBUGFS/cases" ;;
+	*) cat "$1" ;;
+	esac >"$T/queue"
+	sed 's/^/# CASE /' "$T/queue"
+	sed 's/^/# RETRY /' "$T/queue"
+}
+
+# phase_judge RAW: on the host, the verdicts the guest would have printed
+# for the output RAW of chain (cells.sh): its own lines first, then the judge's.
+phase_judge() {
+	sed -n '/^RGN-DMESG$/q; /^# \(CASE\|RESULT\|RETRY\) /p' "$1"
+	# A test the guest failed (a refused cell) fails here too.
+	sed -n '/^RGN-DMESG$/q; s/^not ok [0-9]* //p' "$1" >"$T/guest.failed"
+	while IFS= read -r _failed; do
+		ktap_test_fail "$_failed"
+	done <"$T/guest.failed"
+	sed -n '/^RGN-DMESG$/q; s/^# CELL //p' "$1" >"$T/cells.results"
+	sed '1,/^RGN-DMESG$/d' "$1" >"$T/dmesg"
+	if ! grep -q '^RGN-DMESG$' "$1"; then
+		fail "judge: the guest output stops before the kernel log"
+		return
+	fi
+	judge_cells
+	KMSG_READ=1 check_log_agreement
+}
+
 # check_log_agreement: for every cell run in this boot, the report headers
 # the kernel log holds between the cell's markers, counted by the module's
 # rules but from dmesg after the fact, equal the cell's own counts (plus the
 # reports the module saw from others during that cell: interrupts, other
-# tasks). A report counted to the wrong cell fails here.
+# tasks). A report counted to the wrong cell fails here. With KMSG_READ
+# set, the kernel log is already in "$T/dmesg" (phase judge).
 check_log_agreement() {
-	[ -s /tmp/cells.results ] || return 0
-	dmesg >/tmp/dmesg
-	verdict=$(awk -v mode=cells -f "$SELFTESTS/log-headers.awk" /tmp/cells.results /tmp/dmesg)
+	[ -s "$T/cells.results" ] || return 0
+	[ -n "${KMSG_READ:-}" ] || dmesg >"$T/dmesg"
+	verdict=$(awk -v mode=cells -f "$SELFTESTS/log-headers.awk" "$T/cells.results" "$T/dmesg")
 	cells=$(printf '%s' "$verdict" | cut -f 2)
 	if [ "$(printf '%s' "$verdict" | cut -f 1)" = ok ]; then
 		pass "detector agrees with the kernel log cell by cell ($cells cells, report headers between each cell's markers)"
 	else
 		fail "detector and kernel log disagree:$(printf '%s' "$verdict" | cut -f 3)"
 	fi
-	: >/tmp/cells.results
+	: >"$T/cells.results"
 }
 
 # drift_from FREE_BEFORE TOLERANCE: settled free pages minus FREE_BEFORE. A
@@ -557,8 +543,8 @@ drift_from() {
 # Counts report headers in the kernel log since the module was last loaded,
 # by the same rules the module uses, but from dmesg after the fact.
 log_report_counts() {
-	dmesg >/tmp/dmesg
-	awk -v mode=totals -f "$SELFTESTS/log-headers.awk" /tmp/dmesg
+	dmesg >"$T/dmesg"
+	awk -v mode=totals -f "$SELFTESTS/log-headers.awk" "$T/dmesg"
 }
 
 phase_agreement() {
@@ -597,9 +583,9 @@ phase_agreement() {
 			fail "page leak around the full matrix ($cells cells)? $summary"
 		fi
 	fi
-	if [ -s /tmp/cells.pages ]; then
+	if [ -s "$T/cells.pages" ]; then
 		awk '{ n = $NF; if (n < lo || NR == 1) lo = n; if (n > hi || NR == 1) hi = n }
-			END { printf "# kernel page accounting over %d cells: net from %d to %d pages\n", NR, lo, hi }' /tmp/cells.pages
+			END { printf "# kernel page accounting over %d cells: net from %d to %d pages\n", NR, lo, hi }' "$T/cells.pages"
 	fi
 }
 
@@ -857,7 +843,10 @@ phase_autorun() {
 main() {
 	ktap_print_header
 	for phase in "$@"; do
-		echo "# phase $phase at $(cut -d ' ' -f 1 /proc/uptime), free pages $(free_pages)"
+		case $phase in
+		judge:*) echo "# phase $phase (on the host)" ;;
+		*) echo "# phase $phase at $(cut -d ' ' -f 1 /proc/uptime), free pages $(free_pages)" ;;
+		esac
 		case $phase in
 		config) phase_config ;;
 		load) phase_load ;;
@@ -865,13 +854,15 @@ main() {
 		cases) phase_cases ;;
 		cells:*) phase_cells "${phase#cells:}" 0 ;;
 		cells-armed:*) phase_cells "${phase#cells-armed:}" 1 ;;
+		judge:*) phase_judge "${phase#judge:}" ;;
+		queue:*) phase_queue "${phase#queue:}" ;;
 		agreement) phase_agreement ;;
 		robust) phase_robust ;;
 		autorun) phase_autorun ;;
 		*) ktap_exit_fail_msg "unknown phase '$phase'" ;;
 		esac
 	done
-	echo "# phase end at $(cut -d ' ' -f 1 /proc/uptime)"
+	echo "# phase end at $(cut -d ' ' -f 1 /proc/uptime)${RGN_KTAP_HELPERS:+ (host)}"
 	ktap_set_plan $((KTAP_TESTNO - 1))
 	ktap_print_totals
 	[ "$KTAP_CNT_FAIL" -eq 0 ]

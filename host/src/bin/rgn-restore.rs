@@ -1,0 +1,683 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `rgn-restore`: runs guest commands from the pristine VM state that
+//! `scripts/vm --save` left in a state directory, in one QEMU that stays up
+//! and goes back to that state (`loadvm`) before every command: a restore
+//! costs the reload of guest memory, not a new QEMU.
+//!
+//! The state directory holds `state.qcow2` (the snapshot `pristine`),
+//! `qemu.args` (the saved machine, one argument a line), `key` and
+//! `state.sha256`. Each run works on its own copy of the image (QEMU locks
+//! an image it has open, and `loadvm` needs it writable).
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "usage:
+  rgn-restore --state DIR --out DIR --flavor FLAVOR [--timeout SECS] --cmd COMMAND
+      one restore running COMMAND; its output on stdout, its exit status
+  rgn-restore --state DIR --out DIR --flavor FLAVOR [--timeout SECS] --lane NAME
+              --specs FILE --list FILE --judge CMDLINE [--chain N]
+      the cells of FILE in order, up to N (default 16) per restore, each
+      restore running them until one disarms lockdep (the guest prints
+      '# RETRY SPEC' for the rest, which wait for the next restore); each
+      restore's guest output, judged on the host by CMDLINE (run by sh -c
+      with the raw output's path as $1),
+      goes to OUT/restore-NAME-K.out and its path to the list FILE
+exit status: the command's (--cmd) or 0/1 (--lane: 1 if a restore died or a
+first cell could not be observed armed); 125 the VM died (--cmd); 126 the
+saved state is missing or does not load (marked stale: save it again; with
+--lane, FILE then holds the cells still waiting)";
+
+/// The VM died: panic, oops, hang, or an exit without a result.
+const VM_FAILED: u8 = 125;
+/// The saved state cannot be used.
+const STATE_UNUSABLE: u8 = 126;
+/// The name of the snapshot `scripts/vm --save` takes.
+const SNAPSHOT: &str = "pristine";
+
+enum Failure {
+    /// The saved state is missing, corrupt or does not load.
+    Unusable(String),
+    /// This restore's guest died; the next restore starts a new QEMU.
+    Died(String),
+}
+
+struct Options {
+    state: PathBuf,
+    out: PathBuf,
+    flavor: String,
+    timeout: Duration,
+}
+
+/// One QEMU with the saved machine, paused until a restore.
+struct Vm {
+    child: Child,
+    qmp: BufReader<UnixStream>,
+    serial: UnixStream,
+    console: PathBuf,
+    pending: Vec<u8>,
+}
+
+fn connect(path: &Path, child: &mut Child) -> Result<UnixStream, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match UnixStream::connect(path) {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("QEMU exited ({status}) before {} opened", path.display()));
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("cannot connect to {}: {e}", path.display()));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+impl Vm {
+    /// Starts QEMU paused, with the machine of `state/qemu.args` and a copy
+    /// of the state image, in the directory `dir`.
+    fn start(opts: &Options, dir: &Path) -> Result<Vm, Failure> {
+        let unusable = |what: String| Failure::Unusable(what);
+        let args = fs::read_to_string(opts.state.join("qemu.args"))
+            .map_err(|e| unusable(format!("no qemu.args: {e}")))?;
+        fs::create_dir_all(dir).map_err(|e| Failure::Died(format!("cannot create {}: {e}", dir.display())))?;
+        let image = dir.join("state.qcow2");
+        fs::copy(opts.state.join("state.qcow2"), &image)
+            .map_err(|e| unusable(format!("cannot copy state.qcow2: {e}")))?;
+        let (qmp_path, serial_path) = (dir.join("qmp.sock"), dir.join("serial.sock"));
+        let _ = fs::remove_file(&qmp_path);
+        let _ = fs::remove_file(&serial_path);
+        let console = dir.join("console.log");
+        let err = fs::File::create(dir.join("qemu.err"))
+            .map_err(|e| Failure::Died(format!("cannot create qemu.err: {e}")))?;
+        // QEMU itself, not under timeout(1): killing the child must kill
+        // QEMU (the command timeout is this program's).
+        let mut child = Command::new("qemu-system-x86_64")
+            .args(args.lines().filter(|l| !l.is_empty()))
+            .arg("-S")
+            .arg("-drive")
+            .arg(format!("if=none,id=rgnstate,format=qcow2,file={}", image.display()))
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
+            .arg("-serial")
+            .arg(format!("file:{}", console.display()))
+            .arg("-chardev")
+            .arg(format!("socket,id=rgn,path={},server=on,wait=off", serial_path.display()))
+            .arg("-serial")
+            .arg("chardev:rgn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .map_err(|e| Failure::Died(format!("cannot run qemu-system-x86_64: {e}")))?;
+        let started = (|| {
+            let qmp = connect(&qmp_path, &mut child)?;
+            let serial = connect(&serial_path, &mut child)?;
+            Ok::<_, String>((qmp, serial))
+        })();
+        let (qmp, serial) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let qemu_err = fs::read_to_string(dir.join("qemu.err")).unwrap_or_default();
+                // QEMU refuses an image it cannot open: the state is bad.
+                if qemu_err.contains("state.qcow2") {
+                    return Err(unusable(first_line(&qemu_err)));
+                }
+                return Err(Failure::Died(format!("{e}: {}", first_line(&qemu_err))));
+            }
+        };
+        let mut vm = Vm {
+            child,
+            qmp: BufReader::new(qmp),
+            serial,
+            console,
+            pending: Vec::new(),
+        };
+        vm.serial
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .map_err(|e| Failure::Died(format!("serial socket: {e}")))?;
+        vm.qmp
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .map_err(|e| Failure::Died(format!("QMP socket: {e}")))?;
+        let mut greeting = String::new();
+        vm.qmp
+            .read_line(&mut greeting)
+            .map_err(|e| Failure::Died(format!("no QMP greeting: {e}")))?;
+        vm.qmp_command("qmp_capabilities", None).map_err(Failure::Died)?;
+        Ok(vm)
+    }
+
+    /// One QMP command; its "return" value, or the error's description.
+    fn qmp_command(
+        &mut self,
+        cmd: &str,
+        args: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, String> {
+        let mut msg = serde_json::json!({ "execute": cmd });
+        if let Some(a) = args {
+            msg["arguments"] = a;
+        }
+        let line = format!("{msg}\n");
+        self.qmp
+            .get_mut()
+            .write_all(line.as_bytes())
+            .map_err(|e| format!("QMP {cmd}: {e}"))?;
+        loop {
+            let mut reply = String::new();
+            let n = self
+                .qmp
+                .read_line(&mut reply)
+                .map_err(|e| format!("QMP {cmd}: {e}"))?;
+            if n == 0 {
+                return Err(format!("QMP {cmd}: QEMU closed the monitor"));
+            }
+            let v: serde_json::Value =
+                serde_json::from_str(&reply).map_err(|e| format!("QMP {cmd}: {e}: {reply}"))?;
+            if let Some(r) = v.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = v.get("error") {
+                return Err(format!("QMP {cmd}: {}", e["desc"]));
+            }
+            // An event: wait for the reply.
+        }
+    }
+
+    /// Back to the saved state, running.
+    fn restore(&mut self) -> Result<(), Failure> {
+        let out = self
+            .qmp_command(
+                "human-monitor-command",
+                Some(serde_json::json!({ "command-line": format!("loadvm {SNAPSHOT}") })),
+            )
+            .map_err(Failure::Died)?;
+        // HMP reports a failed loadvm as text.
+        let text = out.as_str().unwrap_or_default().trim();
+        if !text.is_empty() {
+            return Err(Failure::Unusable(first_line(text)));
+        }
+        let status = self.qmp_command("query-status", None).map_err(Failure::Died)?;
+        if status["running"] != serde_json::Value::Bool(true) {
+            self.qmp_command("cont", None).map_err(Failure::Died)?;
+        }
+        Ok(())
+    }
+
+    fn console_len(&self) -> u64 {
+        fs::metadata(&self.console).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Sends COMMAND and reads the guest's output up to "RGN-EXIT <status>";
+    /// the output and the status, or why there is none.
+    fn run(&mut self, command: &str, timeout: Duration) -> Result<(Vec<u8>, Option<u8>), (Vec<u8>, String)> {
+        self.pending.clear();
+        if let Err(e) = self.serial.write_all(format!("{command}\n").as_bytes()) {
+            return Err((Vec::new(), format!("cannot send the command: {e}")));
+        }
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 65536];
+        loop {
+            if let Some(status) = exit_status(&self.pending) {
+                let end = self.pending.len() - status.1;
+                let out = self.pending[..end].to_vec();
+                return Ok((out, Some(status.0)));
+            }
+            match self.serial.read(&mut buf) {
+                Ok(0) => return Err((std::mem::take(&mut self.pending), "exited".into())),
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    if let Ok(Some(_)) = self.child.try_wait() {
+                        return Err((std::mem::take(&mut self.pending), "exited".into()));
+                    }
+                    if Instant::now() > deadline {
+                        return Err((std::mem::take(&mut self.pending), "hung".into()));
+                    }
+                }
+                Err(e) => return Err((std::mem::take(&mut self.pending), format!("serial: {e}"))),
+            }
+        }
+    }
+
+    fn stop(mut self) {
+        let _ = self.qmp_command("quit", None);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Vm {
+    /// No QEMU outlives its runner, whatever the way out (an error, a
+    /// panic): a no-op once it has exited.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The status of a final "RGN-EXIT <status>\n" line of OUTPUT, and the
+/// length of that line.
+fn exit_status(output: &[u8]) -> Option<(u8, usize)> {
+    let text = output.strip_suffix(b"\n")?;
+    let start = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let line = std::str::from_utf8(&text[start..]).ok()?.trim_end_matches('\r');
+    let status = line.strip_prefix("RGN-EXIT ")?.parse().ok()?;
+    Some((status, output.len() - start))
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
+}
+
+/// Why a restore gave no result, from its kernel log (as scripts/vm
+/// names a dead boot).
+fn diagnose(flavor: &str, why: &str, console: &str, timeout: Duration, log: &Path) -> String {
+    if console.contains("Kernel panic - not syncing") {
+        let oops = console
+            .lines()
+            .any(|l| l.contains("] Oops:") || l.contains("] BUG: unable to handle"));
+        let what = if oops { "oops (ended in a panic)" } else { "panic" };
+        return format!("[{flavor}] the guest kernel died: {what}; kernel log in {}", log.display());
+    }
+    match why {
+        "hung" => format!(
+            "[{flavor}] the guest hung: no exit after {} s (kernel log in {})",
+            timeout.as_secs(),
+            log.display()
+        ),
+        "exited" => format!(
+            "[{flavor}] the VM exited without the guest reporting a result; kernel log in {}",
+            log.display()
+        ),
+        other => format!("[{flavor}] {other}; kernel log in {}", log.display()),
+    }
+}
+
+/// What one restore produced.
+struct Restore {
+    output: Vec<u8>,
+    status: Option<u8>,
+}
+
+/// Runs restores, starting a QEMU when there is none (first use, or the
+/// last one died).
+struct Runner {
+    opts: Options,
+    /// Names this runner's QEMU directories (`OUT/qemu-NAME-K`): lanes
+    /// share OUT.
+    name: String,
+    vm: Option<Vm>,
+    vms: u32,
+}
+
+impl Runner {
+    /// A runner for a state that `check_state` accepted.
+    fn new(opts: Options, name: &str) -> Runner {
+        Runner {
+            opts,
+            name: name.to_string(),
+            vm: None,
+            vms: 0,
+        }
+    }
+
+    /// One restore running COMMAND; its run directory DIR gets the guest's
+    /// output (guest.log) and kernel log (console.log).
+    fn restore(&mut self, command: &str, dir: &Path) -> Result<Restore, Failure> {
+        fs::create_dir_all(dir).map_err(|e| Failure::Died(format!("cannot create {}: {e}", dir.display())))?;
+        if self.vm.is_none() {
+            self.vms += 1;
+            let vm_dir = self.opts.out.join(format!("qemu-{}-{}", self.name, self.vms));
+            self.vm = Some(Vm::start(&self.opts, &vm_dir)?);
+        }
+        let vm = self.vm.as_mut().expect("started above");
+        let from = vm.console_len();
+        let t0 = Instant::now();
+        let loaded = vm.restore();
+        let t_loaded = t0.elapsed();
+        let result = match loaded {
+            Ok(()) => vm.run(command, self.opts.timeout),
+            Err(f) => {
+                if let Some(vm) = self.vm.take() {
+                    vm.kill();
+                }
+                return Err(f);
+            }
+        };
+            if std::env::var_os("RGN_RESTORE_TRACE").is_some() {
+            eprintln!(
+                "rgn-restore: trace: loadvm {:.3} s, command to RGN-EXIT {:.3} s",
+                t_loaded.as_secs_f64(),
+                (t0.elapsed() - t_loaded).as_secs_f64()
+            );
+        }
+        let console = self.vm.as_ref().map(|vm| read_from(&vm.console, from)).unwrap_or_default();
+        let _ = fs::write(dir.join("console.log"), &console);
+        match result {
+            Ok((output, status)) => {
+                let _ = fs::write(dir.join("guest.log"), &output);
+                Ok(Restore { output, status })
+            }
+            Err((output, why)) => {
+                let _ = fs::write(dir.join("guest.log"), &output);
+                if let Some(vm) = self.vm.take() {
+                    vm.kill();
+                }
+                let console = read_from(&dir.join("console.log"), 0);
+                Err(Failure::Died(diagnose(
+                    &self.opts.flavor,
+                    &why,
+                    &console,
+                    self.opts.timeout,
+                    &dir.join("console.log"),
+                )))
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(vm) = self.vm.take() {
+            vm.stop();
+        }
+    }
+}
+
+fn read_from(path: &Path, offset: u64) -> String {
+    let bytes = fs::read(path).unwrap_or_default();
+    let start = (offset as usize).min(bytes.len());
+    String::from_utf8_lossy(&bytes[start..]).replace('\r', "")
+}
+
+/// The state directory holds a complete save whose image is the one that
+/// was saved (its checksum).
+fn check_state(state: &Path) -> Result<(), Failure> {
+    let missing = |f: &str| !state.join(f).is_file();
+    if ["key", "state.qcow2", "qemu.args", "state.sha256"].iter().any(|f| missing(f)) {
+        return Err(Failure::Unusable("no complete saved state".into()));
+    }
+    let want = fs::read_to_string(state.join("state.sha256")).unwrap_or_default();
+    let out = Command::new("sha256sum")
+        .arg(state.join("state.qcow2"))
+        .output()
+        .map_err(|e| Failure::Unusable(format!("sha256sum: {e}")))?;
+    let got = String::from_utf8_lossy(&out.stdout);
+    let (want, got) = (want.split_whitespace().next(), got.split_whitespace().next());
+    if want.is_none() || want != got {
+        return Err(Failure::Unusable("state.qcow2 is not the image that was saved (checksum)".into()));
+    }
+    Ok(())
+}
+
+/// Marks the state stale (scripts/vm --save then saves it again) and says so.
+fn unusable(opts: &Options, why: &str) -> ExitCode {
+    let _ = fs::remove_file(opts.state.join("key"));
+    eprintln!(
+        "rgn-restore: error: [{}] the saved state in {} does not load ({why}): marked stale, save it again",
+        opts.flavor,
+        opts.state.display()
+    );
+    ExitCode::from(STATE_UNUSABLE)
+}
+
+fn run_command(opts: Options, command: &str) -> ExitCode {
+    let t0 = Instant::now();
+    let out = opts.out.clone();
+    let flavor = opts.flavor.clone();
+    if let Err(Failure::Unusable(why) | Failure::Died(why)) = check_state(&opts.state) {
+        return unusable(&opts, &why);
+    }
+    let mut runner = Runner::new(opts, "cmd");
+    let result = runner.restore(command, &out);
+    runner.finish();
+    match result {
+        Ok(r) => {
+            let text = String::from_utf8_lossy(&r.output).replace('\r', "");
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+            let status = r.status.unwrap_or(VM_FAILED);
+            eprintln!(
+                "rgn-restore: [{flavor}] guest exited with status {status} after {:.1} s; kernel log in {}",
+                t0.elapsed().as_secs_f64(),
+                out.join("console.log").display()
+            );
+            ExitCode::from(status)
+        }
+        Err(Failure::Unusable(why)) => unusable(&runner.opts, &why),
+        Err(Failure::Died(why)) => {
+            eprintln!("rgn-restore: error: {why}");
+            ExitCode::from(VM_FAILED)
+        }
+    }
+}
+
+/// The guest command that runs SPECS in order until one disarms lockdep
+/// (`chain`, which the saved guest defined from selftests/cells.sh).
+fn chain_command(specs: &[String]) -> String {
+    let mut cmd = String::from("chain");
+    for s in specs {
+        cmd.push_str(" '");
+        cmd.push_str(s);
+        cmd.push('\'');
+    }
+    cmd
+}
+
+struct Lane {
+    name: String,
+    specs: PathBuf,
+    list: PathBuf,
+    judge: String,
+    chain: usize,
+}
+
+fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
+    let mut f = fs::OpenOptions::new().create(true).append(true).open(path)?;
+    writeln!(f, "{line}")
+}
+
+/// Judges a restore's raw guest output on the host: `sh -c JUDGE judge RAW`
+/// (JUDGE names the file as `$1`).
+fn judge(cmdline: &str, raw: &Path, out: &Path) -> Result<String, String> {
+    let result = Command::new("sh")
+        .arg("-c")
+        .arg(cmdline)
+        .arg("judge")
+        .arg(raw)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run the judge: {e}"))?;
+    let text = String::from_utf8_lossy(&result.stdout).into_owned();
+    fs::write(out, &text).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    Ok(text)
+}
+
+fn run_lane(opts: Options, lane: Lane) -> ExitCode {
+    let t0 = Instant::now();
+    let flavor = opts.flavor.clone();
+    let text = match fs::read_to_string(&lane.specs) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("rgn-restore: error: cannot read {}: {e}", lane.specs.display());
+            return ExitCode::from(2);
+        }
+    };
+    let mut queue: VecDeque<String> = text.lines().filter(|l| !l.is_empty()).map(String::from).collect();
+    let out = opts.out.clone();
+    if let Err(Failure::Unusable(why) | Failure::Died(why)) = check_state(&opts.state) {
+        return unusable(&opts, &why);
+    }
+    let mut runner = Runner::new(opts, &lane.name);
+    let mut n = 0;
+    let mut failed = false;
+    while !queue.is_empty() {
+        n += 1;
+        let name = format!("{}-{n}", lane.name);
+        let take = lane.chain.min(queue.len());
+        let chain: Vec<String> = queue.drain(..take).collect();
+        let _ = fs::write(out.join(format!("restore-{name}.specs")), chain.join("\n") + "\n");
+        let dir = out.join(format!("vm-restore-{name}"));
+        match runner.restore(&chain_command(&chain), &dir) {
+            Ok(r) => {
+                let raw = out.join(format!("restore-{name}.raw"));
+                let judged = out.join(format!("restore-{name}.out"));
+                let _ = fs::write(&raw, String::from_utf8_lossy(&r.output).replace('\r', ""));
+                let text = match judge(&lane.judge, &raw, &judged) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("rgn-restore: error: [{flavor}] {e}");
+                        String::new()
+                    }
+                };
+                let _ = append_line(&lane.list, &judged.display().to_string());
+                let waiting: Vec<String> = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("# RETRY "))
+                    .map(String::from)
+                    .collect();
+                if r.status.is_none() || text.is_empty() {
+                    failed = true;
+                }
+                if waiting.first() == chain.first() {
+                    // A pristine state always observes its first cell armed.
+                    eprintln!(
+                        "rgn-restore: error: [{flavor}] '{}' was not observed armed even from the saved state; see {}",
+                        chain[0],
+                        judged.display()
+                    );
+                    failed = true;
+                    fail_cell(&out, &name, &flavor, &chain[0], &dir, &lane.list);
+                    requeue(&mut queue, waiting.into_iter().skip(1));
+                } else {
+                    requeue(&mut queue, waiting.into_iter());
+                }
+            }
+            Err(Failure::Died(why)) => {
+                eprintln!("rgn-restore: error: {why}");
+                failed = true;
+                fail_cell(&out, &name, &flavor, &chain[0], &dir, &lane.list);
+                requeue(&mut queue, chain.into_iter().skip(1));
+            }
+            Err(Failure::Unusable(why)) => {
+                requeue(&mut queue, chain.into_iter());
+                let rest: Vec<String> = queue.into_iter().collect();
+                let _ = fs::write(&lane.specs, rest.join("\n") + if rest.is_empty() { "" } else { "\n" });
+                runner.finish();
+                return unusable(&runner.opts, &why);
+            }
+        }
+    }
+    runner.finish();
+    let _ = fs::write(&lane.specs, "");
+    eprintln!(
+        "rgn-restore: [{flavor}] lane {}: {n} restores in {:.1} s ({} QEMU started)",
+        lane.name,
+        t0.elapsed().as_secs_f64(),
+        runner.vms
+    );
+    ExitCode::from(u8::from(failed))
+}
+
+/// Puts CELLS back at the front of the queue, in their order.
+fn requeue(queue: &mut VecDeque<String>, cells: impl DoubleEndedIterator<Item = String>) {
+    for c in cells.rev() {
+        queue.push_front(c);
+    }
+}
+
+/// Records that SPEC could not be run from the saved state.
+fn fail_cell(out: &Path, name: &str, flavor: &str, spec: &str, dir: &Path, list: &Path) {
+    let failed = out.join(format!("restore-{name}.failed"));
+    let _ = fs::write(
+        &failed,
+        format!(
+            "not ok 0 {flavor}: '{spec}' could not be run from the saved state (see {})\n",
+            dir.display()
+        ),
+    );
+    let _ = append_line(list, &failed.display().to_string());
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let get = |key: &str| -> Option<String> {
+        let i = args.iter().position(|a| a == key)?;
+        args.get(i + 1).cloned()
+    };
+    let (state, out, flavor) = match (get("--state"), get("--out"), get("--flavor")) {
+        (Some(s), Some(o), Some(f)) => (PathBuf::from(s), PathBuf::from(o), f),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let timeout = match get("--timeout").map(|t| t.parse::<u64>()) {
+        None => Duration::from_secs(120),
+        Some(Ok(t)) => Duration::from_secs(t),
+        Some(Err(_)) => {
+            eprintln!("rgn-restore: --timeout takes whole seconds\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = fs::create_dir_all(&out) {
+        eprintln!("rgn-restore: error: cannot create {}: {e}", out.display());
+        return ExitCode::from(2);
+    }
+    let opts = Options {
+        state,
+        out,
+        flavor,
+        timeout,
+    };
+    if let Some(cmd) = get("--cmd") {
+        return run_command(opts, &cmd);
+    }
+    let chain = match get("--chain").map(|c| c.parse::<usize>()) {
+        None => 16,
+        Some(Ok(c)) if c > 0 => c,
+        _ => {
+            eprintln!("rgn-restore: --chain takes a number of cells, at least 1\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match (get("--lane"), get("--specs"), get("--list"), get("--judge")) {
+        (Some(name), Some(specs), Some(list), Some(judge)) => run_lane(
+            opts,
+            Lane {
+                name,
+                specs: PathBuf::from(specs),
+                list: PathBuf::from(list),
+                judge,
+                chain,
+            },
+        ),
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,112 @@
+#!/bin/sh
+# shellcheck shell=dash
+# SPDX-License-Identifier: GPL-2.0
+#
+# The cell runner of the test guest, sourced by run.sh and, before the VM is
+# saved, by the guest's /init (scripts/guest-init): a restore then calls
+# chain with no script left to read or parse, which under TCG, with the
+# translation cache empty after each restore, costs more than the cells.
+# Defines functions and a few variables only.
+
+DEBUGFS=/sys/kernel/debug/rust_gfp_nolocks
+# Scratch files: /tmp in the guest; the host's judge gives each run its own.
+T=${RGN_TMP:-/tmp}
+CELL_NO=0
+# 1 in chain: run_cell prints its raw line for the host's judge.
+RAW_CELLS=0
+
+# fail DESCRIPTION: run.sh's KTAP failure; a chain's own, numbered 0 (the
+# host's judge renumbers it), where run.sh did not define one.
+command -v fail >/dev/null 2>&1 || fail() { echo "not ok 0 $FLAVOR: $*"; }
+
+# vmstat_pages: sets VM_ALLOC and VM_FREE, the kernel's own page counts
+# since boot (/proc/vmstat pgalloc_* summed, pgfree), read with shell
+# builtins only (no fork: a fork allocates pages; the kernel's kmalloc()
+# of the read buffer comes from a slab).
+# VM_SLAB: pages in slabs now (nr_slab_reclaimable and _unreclaimable,
+# which /proc/vmstat prints in pages), for the slab rows: the caches keep
+# empty slabs and sheaves. The file is read a byte at a time (a builtin):
+# it stops at pgfree, which follows the others (vmstat_text[] in
+# mm/vmstat.c), a quarter of the file before its end.
+vmstat_pages() {
+	VM_ALLOC=0
+	VM_FREE=0
+	VM_SLAB=0
+	while read -r _key _value; do
+		case $_key in
+		pgalloc_*) VM_ALLOC=$((VM_ALLOC + _value)) ;;
+		pgfree)
+			VM_FREE=$_value
+			break
+			;;
+		nr_slab_reclaimable | nr_slab_unreclaimable) VM_SLAB=$((VM_SLAB + _value)) ;;
+		esac
+	done </proc/vmstat
+}
+
+
+# write_spec SPEC: one write of SPEC to run; a refusal is reported on stderr
+# (echo, not printf: busybox's printf does not report a failed write).
+write_spec() { echo "$1" >"$DEBUGFS/run"; }
+
+# run_cell SPEC: runs one cell between two kernel log markers, with the
+# kernel's page counters read around it, and prints its results line for
+# the host. Builtins only (a fork costs tens of ms under TCG, and allocates
+# pages inside the window): judge_cells judges all cells of the phase at
+# once.
+run_cell() {
+	CELL_NO=$((CELL_NO + 1))
+	RESULT_LINE=""
+	# The wait for __might_resched()'s rate limit (after a sleeping report)
+	# happens here, before the counters are read: what the kernel does
+	# meanwhile (deferred frees, a new worker) is not the cell's.
+	echo 1 >"$DEBUGFS/settle" 2>/dev/null || true
+	vmstat_pages
+	alloc0=$VM_ALLOC
+	free0=$VM_FREE
+	slab0=$VM_SLAB
+	echo "rgn: cell $CELL_NO begin" >/dev/kmsg
+	status=0
+	write_spec "$1" 2>/tmp/err || status=$?
+	echo "rgn: cell $CELL_NO end" >/dev/kmsg
+	vmstat_pages
+	if [ "$status" -ne 0 ]; then
+		read -r err </tmp/err
+		fail "cell $1: the module refused it ($err)"
+		return
+	fi
+	read -r RESULT_LINE <"$DEBUGFS/last"
+	_raw="cell=$CELL_NO kernel_alloc=$((VM_ALLOC - alloc0)) kernel_free=$((VM_FREE - free0)) kernel_slab=$((VM_SLAB - slab0)) $RESULT_LINE"
+	echo "$_raw" >>"$T/cells.results"
+	[ "$RAW_CELLS" -eq 0 ] || echo "# CELL $_raw"
+	echo "# RESULT $RESULT_LINE"
+}
+
+# chain SPEC...: (in a restore of the saved state) the cells in order,
+# until one disarms lockdep or raises a sleeping report (__might_resched()
+# prints once per HZ: a fresh restore costs less than the second the next
+# cell would wait); the rest are printed as "# RETRY SPEC". Prints each
+# cell's raw results ("# CELL") and then the kernel log since the restore
+# (the saved guest cleared it), for run.sh's phase judge on the host.
+chain() {
+	RAW_CELLS=1
+	: >"$T/cells.results"
+	read -r _up _ </proc/uptime
+	echo "# phase chain at $_up"
+	for _spec in "$@"; do echo "# CASE $_spec"; done
+	_stopped=0
+	for _spec in "$@"; do
+		if [ "$_stopped" -eq 1 ]; then
+			echo "# RETRY $_spec"
+			continue
+		fi
+		run_cell "$_spec"
+		read -r _armed <"$DEBUGFS/lockdep"
+		[ "$_armed" = armed ] || _stopped=1
+		case $RESULT_LINE in *" sleeping_in_atomic=0 "*) ;; *) _stopped=1 ;; esac
+	done
+	read -r _up _ </proc/uptime
+	echo "# chain end at $_up"
+	echo "RGN-DMESG"
+	dmesg
+}
