@@ -83,9 +83,10 @@ run_cell() {
 }
 
 # chain SPEC...: (in a restore of the saved state) the cells in order,
-# until one disarms lockdep or raises a sleeping report (__might_resched()
-# prints once per HZ: a fresh restore costs less than the second the next
-# cell would wait); the rest are printed as "# RETRY SPEC". Prints each
+# until one disarms lockdep; the rest are printed as "# RETRY SPEC". A
+# sleeping report does not end the chain: the next cell waits out
+# __might_resched()'s once-per-HZ limit (settle), idle, which costs less
+# CPU than a restore (measured: make matrix 115 s against 135 s). Prints each
 # cell's raw results ("# CELL") and then the kernel log since the restore
 # (the saved guest cleared it), for run.sh's phase judge on the host.
 chain() {
@@ -103,10 +104,12 @@ chain() {
 		run_cell "$_spec"
 		read -r _armed <"$DEBUGFS/lockdep"
 		[ "$_armed" = armed ] || _stopped=1
-		case $RESULT_LINE in *" sleeping_in_atomic=0 "*) ;; *) _stopped=1 ;; esac
 	done
 	read -r _up _ </proc/uptime
 	echo "# chain end at $_up"
 	echo "RGN-DMESG"
-	dmesg
+	# Only what the host's judge reads (cell markers, report headers and
+	# the line before each): the whole log would cost more serial output
+	# than the cells.
+	dmesg | grep -B 1 -E 'rgn: cell [0-9]+ (begin|end)$|\] (\[ )?BUG:|\] WARNING:' || true
 }

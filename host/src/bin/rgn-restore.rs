@@ -55,6 +55,10 @@ struct Options {
     timeout: Duration,
 }
 
+/// A command that gave no "RGN-EXIT": what the guest printed, and why
+/// ("hung", "exited" or an I/O error).
+type NoExit = (Vec<u8>, String);
+
 /// One QEMU with the saved machine, paused until a restore.
 struct Vm {
     child: Child,
@@ -71,7 +75,10 @@ fn connect(path: &Path, child: &mut Child) -> Result<UnixStream, String> {
             Ok(s) => return Ok(s),
             Err(e) => {
                 if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("QEMU exited ({status}) before {} opened", path.display()));
+                    return Err(format!(
+                        "QEMU exited ({status}) before {} opened",
+                        path.display()
+                    ));
                 }
                 if Instant::now() > deadline {
                     return Err(format!("cannot connect to {}: {e}", path.display()));
@@ -89,7 +96,8 @@ impl Vm {
         let unusable = |what: String| Failure::Unusable(what);
         let args = fs::read_to_string(opts.state.join("qemu.args"))
             .map_err(|e| unusable(format!("no qemu.args: {e}")))?;
-        fs::create_dir_all(dir).map_err(|e| Failure::Died(format!("cannot create {}: {e}", dir.display())))?;
+        fs::create_dir_all(dir)
+            .map_err(|e| Failure::Died(format!("cannot create {}: {e}", dir.display())))?;
         let image = dir.join("state.qcow2");
         fs::copy(opts.state.join("state.qcow2"), &image)
             .map_err(|e| unusable(format!("cannot copy state.qcow2: {e}")))?;
@@ -105,13 +113,19 @@ impl Vm {
             .args(args.lines().filter(|l| !l.is_empty()))
             .arg("-S")
             .arg("-drive")
-            .arg(format!("if=none,id=rgnstate,format=qcow2,file={}", image.display()))
+            .arg(format!(
+                "if=none,id=rgnstate,format=qcow2,file={}",
+                image.display()
+            ))
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
             .arg("-serial")
             .arg(format!("file:{}", console.display()))
             .arg("-chardev")
-            .arg(format!("socket,id=rgn,path={},server=on,wait=off", serial_path.display()))
+            .arg(format!(
+                "socket,id=rgn,path={},server=on,wait=off",
+                serial_path.display()
+            ))
             .arg("-serial")
             .arg("chardev:rgn")
             .stdin(Stdio::null())
@@ -155,7 +169,8 @@ impl Vm {
         vm.qmp
             .read_line(&mut greeting)
             .map_err(|e| Failure::Died(format!("no QMP greeting: {e}")))?;
-        vm.qmp_command("qmp_capabilities", None).map_err(Failure::Died)?;
+        vm.qmp_command("qmp_capabilities", None)
+            .map_err(Failure::Died)?;
         Ok(vm)
     }
 
@@ -208,7 +223,9 @@ impl Vm {
         if !text.is_empty() {
             return Err(Failure::Unusable(first_line(text)));
         }
-        let status = self.qmp_command("query-status", None).map_err(Failure::Died)?;
+        let status = self
+            .qmp_command("query-status", None)
+            .map_err(Failure::Died)?;
         if status["running"] != serde_json::Value::Bool(true) {
             self.qmp_command("cont", None).map_err(Failure::Died)?;
         }
@@ -221,7 +238,7 @@ impl Vm {
 
     /// Sends COMMAND and reads the guest's output up to "RGN-EXIT <status>";
     /// the output and the status, or why there is none.
-    fn run(&mut self, command: &str, timeout: Duration) -> Result<(Vec<u8>, Option<u8>), (Vec<u8>, String)> {
+    fn run(&mut self, command: &str, timeout: Duration) -> Result<(Vec<u8>, Option<u8>), NoExit> {
         self.pending.clear();
         if let Err(e) = self.serial.write_all(format!("{command}\n").as_bytes()) {
             return Err((Vec::new(), format!("cannot send the command: {e}")));
@@ -237,7 +254,12 @@ impl Vm {
             match self.serial.read(&mut buf) {
                 Ok(0) => return Err((std::mem::take(&mut self.pending), "exited".into())),
                 Ok(n) => self.pending.extend_from_slice(&buf[..n]),
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
                     if let Ok(Some(_)) = self.child.try_wait() {
                         return Err((std::mem::take(&mut self.pending), "exited".into()));
                     }
@@ -285,13 +307,19 @@ impl Drop for Vm {
 fn exit_status(output: &[u8]) -> Option<(u8, usize)> {
     let text = output.strip_suffix(b"\n")?;
     let start = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let line = std::str::from_utf8(&text[start..]).ok()?.trim_end_matches('\r');
+    let line = std::str::from_utf8(&text[start..])
+        .ok()?
+        .trim_end_matches('\r');
     let status = line.strip_prefix("RGN-EXIT ")?.parse().ok()?;
     Some((status, output.len() - start))
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 /// Why a restore gave no result, from its kernel log (as scripts/vm
@@ -301,8 +329,15 @@ fn diagnose(flavor: &str, why: &str, console: &str, timeout: Duration, log: &Pat
         let oops = console
             .lines()
             .any(|l| l.contains("] Oops:") || l.contains("] BUG: unable to handle"));
-        let what = if oops { "oops (ended in a panic)" } else { "panic" };
-        return format!("[{flavor}] the guest kernel died: {what}; kernel log in {}", log.display());
+        let what = if oops {
+            "oops (ended in a panic)"
+        } else {
+            "panic"
+        };
+        return format!(
+            "[{flavor}] the guest kernel died: {what}; kernel log in {}",
+            log.display()
+        );
     }
     match why {
         "hung" => format!(
@@ -349,10 +384,14 @@ impl Runner {
     /// One restore running COMMAND; its run directory DIR gets the guest's
     /// output (guest.log) and kernel log (console.log).
     fn restore(&mut self, command: &str, dir: &Path) -> Result<Restore, Failure> {
-        fs::create_dir_all(dir).map_err(|e| Failure::Died(format!("cannot create {}: {e}", dir.display())))?;
+        fs::create_dir_all(dir)
+            .map_err(|e| Failure::Died(format!("cannot create {}: {e}", dir.display())))?;
         if self.vm.is_none() {
             self.vms += 1;
-            let vm_dir = self.opts.out.join(format!("qemu-{}-{}", self.name, self.vms));
+            let vm_dir = self
+                .opts
+                .out
+                .join(format!("qemu-{}-{}", self.name, self.vms));
             self.vm = Some(Vm::start(&self.opts, &vm_dir)?);
         }
         let vm = self.vm.as_mut().expect("started above");
@@ -369,14 +408,18 @@ impl Runner {
                 return Err(f);
             }
         };
-            if std::env::var_os("RGN_RESTORE_TRACE").is_some() {
+        if std::env::var_os("RGN_RESTORE_TRACE").is_some() {
             eprintln!(
                 "rgn-restore: trace: loadvm {:.3} s, command to RGN-EXIT {:.3} s",
                 t_loaded.as_secs_f64(),
                 (t0.elapsed() - t_loaded).as_secs_f64()
             );
         }
-        let console = self.vm.as_ref().map(|vm| read_from(&vm.console, from)).unwrap_or_default();
+        let console = self
+            .vm
+            .as_ref()
+            .map(|vm| read_from(&vm.console, from))
+            .unwrap_or_default();
         let _ = fs::write(dir.join("console.log"), &console);
         match result {
             Ok((output, status)) => {
@@ -417,7 +460,10 @@ fn read_from(path: &Path, offset: u64) -> String {
 /// was saved (its checksum).
 fn check_state(state: &Path) -> Result<(), Failure> {
     let missing = |f: &str| !state.join(f).is_file();
-    if ["key", "state.qcow2", "qemu.args", "state.sha256"].iter().any(|f| missing(f)) {
+    if ["key", "state.qcow2", "qemu.args", "state.sha256"]
+        .iter()
+        .any(|f| missing(f))
+    {
         return Err(Failure::Unusable("no complete saved state".into()));
     }
     let want = fs::read_to_string(state.join("state.sha256")).unwrap_or_default();
@@ -426,9 +472,14 @@ fn check_state(state: &Path) -> Result<(), Failure> {
         .output()
         .map_err(|e| Failure::Unusable(format!("sha256sum: {e}")))?;
     let got = String::from_utf8_lossy(&out.stdout);
-    let (want, got) = (want.split_whitespace().next(), got.split_whitespace().next());
+    let (want, got) = (
+        want.split_whitespace().next(),
+        got.split_whitespace().next(),
+    );
     if want.is_none() || want != got {
-        return Err(Failure::Unusable("state.qcow2 is not the image that was saved (checksum)".into()));
+        return Err(Failure::Unusable(
+            "state.qcow2 is not the image that was saved (checksum)".into(),
+        ));
     }
     Ok(())
 }
@@ -496,7 +547,10 @@ struct Lane {
 }
 
 fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
-    let mut f = fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     writeln!(f, "{line}")
 }
 
@@ -522,11 +576,18 @@ fn run_lane(opts: Options, lane: Lane) -> ExitCode {
     let text = match fs::read_to_string(&lane.specs) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("rgn-restore: error: cannot read {}: {e}", lane.specs.display());
+            eprintln!(
+                "rgn-restore: error: cannot read {}: {e}",
+                lane.specs.display()
+            );
             return ExitCode::from(2);
         }
     };
-    let mut queue: VecDeque<String> = text.lines().filter(|l| !l.is_empty()).map(String::from).collect();
+    let mut queue: VecDeque<String> = text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
     let out = opts.out.clone();
     if let Err(Failure::Unusable(why) | Failure::Died(why)) = check_state(&opts.state) {
         return unusable(&opts, &why);
@@ -539,7 +600,10 @@ fn run_lane(opts: Options, lane: Lane) -> ExitCode {
         let name = format!("{}-{n}", lane.name);
         let take = lane.chain.min(queue.len());
         let chain: Vec<String> = queue.drain(..take).collect();
-        let _ = fs::write(out.join(format!("restore-{name}.specs")), chain.join("\n") + "\n");
+        let _ = fs::write(
+            out.join(format!("restore-{name}.specs")),
+            chain.join("\n") + "\n",
+        );
         let dir = out.join(format!("vm-restore-{name}"));
         match runner.restore(&chain_command(&chain), &dir) {
             Ok(r) => {
@@ -585,7 +649,10 @@ fn run_lane(opts: Options, lane: Lane) -> ExitCode {
             Err(Failure::Unusable(why)) => {
                 requeue(&mut queue, chain.into_iter());
                 let rest: Vec<String> = queue.into_iter().collect();
-                let _ = fs::write(&lane.specs, rest.join("\n") + if rest.is_empty() { "" } else { "\n" });
+                let _ = fs::write(
+                    &lane.specs,
+                    rest.join("\n") + if rest.is_empty() { "" } else { "\n" },
+                );
                 runner.finish();
                 return unusable(&runner.opts, &why);
             }
