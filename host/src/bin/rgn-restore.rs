@@ -38,6 +38,8 @@ saved state is missing or does not load (marked stale: save it again; with
 const VM_FAILED: u8 = 125;
 /// The saved state cannot be used.
 const STATE_UNUSABLE: u8 = 126;
+/// Most bytes a command may print (a matrix chain prints about 30 KB).
+const MAX_OUTPUT: usize = 64 << 20;
 /// The name of the snapshot `scripts/vm --save` takes.
 const SNAPSHOT: &str = "pristine";
 
@@ -65,6 +67,11 @@ struct Vm {
     qmp: BufReader<UnixStream>,
     serial: UnixStream,
     console: PathBuf,
+    /// How much of the console log earlier restores took.
+    console_read: u64,
+    /// This QEMU's copy of the state image, removed with it.
+    image: PathBuf,
+    sockets: PathBuf,
     pending: Vec<u8>,
 }
 
@@ -101,9 +108,17 @@ impl Vm {
         let image = dir.join("state.qcow2");
         fs::copy(opts.state.join("state.qcow2"), &image)
             .map_err(|e| unusable(format!("cannot copy state.qcow2: {e}")))?;
-        let (qmp_path, serial_path) = (dir.join("qmp.sock"), dir.join("serial.sock"));
-        let _ = fs::remove_file(&qmp_path);
-        let _ = fs::remove_file(&serial_path);
+        // Sockets in a short directory of their own: a Unix socket's path
+        // holds at most 107 bytes, less than a deep run directory may need.
+        let sockets = std::env::temp_dir().join(format!(
+            "rgn-{}-{}",
+            std::process::id(),
+            dir.file_name().and_then(|n| n.to_str()).unwrap_or("vm")
+        ));
+        let _ = fs::remove_dir_all(&sockets);
+        fs::create_dir_all(&sockets)
+            .map_err(|e| Failure::Died(format!("cannot create {}: {e}", sockets.display())))?;
+        let (qmp_path, serial_path) = (sockets.join("qmp"), sockets.join("serial"));
         let console = dir.join("console.log");
         let err = fs::File::create(dir.join("qemu.err"))
             .map_err(|e| Failure::Died(format!("cannot create qemu.err: {e}")))?;
@@ -156,6 +171,9 @@ impl Vm {
             qmp: BufReader::new(qmp),
             serial,
             console,
+            console_read: 0,
+            image,
+            sockets,
             pending: Vec::new(),
         };
         vm.serial
@@ -232,13 +250,18 @@ impl Vm {
         Ok(())
     }
 
-    fn console_len(&self) -> u64 {
-        fs::metadata(&self.console).map(|m| m.len()).unwrap_or(0)
+    /// The console log since the last call (what a restore printed,
+    /// including what came after its RGN-EXIT, while the host judged).
+    fn take_console(&mut self) -> String {
+        let bytes = fs::read(&self.console).unwrap_or_default();
+        let start = (self.console_read as usize).min(bytes.len());
+        self.console_read = bytes.len() as u64;
+        String::from_utf8_lossy(&bytes[start..]).replace('\r', "")
     }
 
     /// Sends COMMAND and reads the guest's output up to "RGN-EXIT <status>";
     /// the output and the status, or why there is none.
-    fn run(&mut self, command: &str, timeout: Duration) -> Result<(Vec<u8>, Option<u8>), NoExit> {
+    fn run(&mut self, command: &str, timeout: Duration) -> Result<(Vec<u8>, u8), NoExit> {
         self.pending.clear();
         if let Err(e) = self.serial.write_all(format!("{command}\n").as_bytes()) {
             return Err((Vec::new(), format!("cannot send the command: {e}")));
@@ -249,7 +272,18 @@ impl Vm {
             if let Some(status) = exit_status(&self.pending) {
                 let end = self.pending.len() - status.1;
                 let out = self.pending[..end].to_vec();
-                return Ok((out, Some(status.0)));
+                return Ok((out, status.0));
+            }
+            // Checked on every pass: a guest that keeps printing must not
+            // outlive its timeout either.
+            if Instant::now() > deadline {
+                return Err((std::mem::take(&mut self.pending), "hung".into()));
+            }
+            if self.pending.len() > MAX_OUTPUT {
+                return Err((
+                    std::mem::take(&mut self.pending),
+                    format!("the guest printed more than {MAX_OUTPUT} bytes without exiting"),
+                ));
             }
             match self.serial.read(&mut buf) {
                 Ok(0) => return Err((std::mem::take(&mut self.pending), "exited".into())),
@@ -262,9 +296,6 @@ impl Vm {
                 {
                     if let Ok(Some(_)) = self.child.try_wait() {
                         return Err((std::mem::take(&mut self.pending), "exited".into()));
-                    }
-                    if Instant::now() > deadline {
-                        return Err((std::mem::take(&mut self.pending), "hung".into()));
                     }
                 }
                 Err(e) => return Err((std::mem::take(&mut self.pending), format!("serial: {e}"))),
@@ -299,19 +330,23 @@ impl Drop for Vm {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        let _ = fs::remove_file(&self.image);
+        let _ = fs::remove_dir_all(&self.sockets);
     }
 }
 
-/// The status of a final "RGN-EXIT <status>\n" line of OUTPUT, and the
-/// length of that line.
+/// The status of a final "RGN-EXIT <status>\n" of OUTPUT, and the length
+/// of that marker.
 fn exit_status(output: &[u8]) -> Option<(u8, usize)> {
     let text = output.strip_suffix(b"\n")?;
     let start = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let line = std::str::from_utf8(&text[start..])
         .ok()?
         .trim_end_matches('\r');
-    let status = line.strip_prefix("RGN-EXIT ")?.parse().ok()?;
-    Some((status, output.len() - start))
+    // Output without a final newline runs into the marker's line.
+    let at = line.rfind("RGN-EXIT ")?;
+    let status = line[at + "RGN-EXIT ".len()..].parse().ok()?;
+    Some((status, output.len() - start - at))
 }
 
 fn first_line(s: &str) -> String {
@@ -356,7 +391,7 @@ fn diagnose(flavor: &str, why: &str, console: &str, timeout: Duration, log: &Pat
 /// What one restore produced.
 struct Restore {
     output: Vec<u8>,
-    status: Option<u8>,
+    status: u8,
 }
 
 /// Runs restores, starting a QEMU when there is none (first use, or the
@@ -382,32 +417,53 @@ impl Runner {
     }
 
     /// One restore running COMMAND; its run directory DIR gets the guest's
-    /// output (guest.log) and kernel log (console.log).
+    /// output (guest.log) and kernel log (console.log). A QEMU that fails
+    /// before the command was sent (it died after the previous one, or did
+    /// not start) is replaced once: the command is not to blame.
     fn restore(&mut self, command: &str, dir: &Path) -> Result<Restore, Failure> {
         fs::create_dir_all(dir)
             .map_err(|e| Failure::Died(format!("cannot create {}: {e}", dir.display())))?;
-        if self.vm.is_none() {
-            self.vms += 1;
-            let vm_dir = self
-                .opts
-                .out
-                .join(format!("qemu-{}-{}", self.name, self.vms));
-            self.vm = Some(Vm::start(&self.opts, &vm_dir)?);
-        }
-        let vm = self.vm.as_mut().expect("started above");
-        let from = vm.console_len();
-        let t0 = Instant::now();
-        let loaded = vm.restore();
-        let t_loaded = t0.elapsed();
-        let result = match loaded {
-            Ok(()) => vm.run(command, self.opts.timeout),
-            Err(f) => {
-                if let Some(vm) = self.vm.take() {
-                    vm.kill();
+        let mut attempt = 0;
+        let t0 = loop {
+            attempt += 1;
+            if self.vm.is_none() {
+                self.vms += 1;
+                let vm_dir = self
+                    .opts
+                    .out
+                    .join(format!("qemu-{}-{}", self.name, self.vms));
+                match Vm::start(&self.opts, &vm_dir) {
+                    Ok(vm) => self.vm = Some(vm),
+                    Err(Failure::Died(why)) if attempt == 1 => {
+                        eprintln!(
+                            "rgn-restore: [{}] QEMU did not start ({why}); once more",
+                            self.opts.flavor
+                        );
+                        continue;
+                    }
+                    Err(f) => return Err(self.failed_before(f, dir)),
                 }
-                return Err(f);
+            }
+            let vm = self.vm.as_mut().expect("started above");
+            let t0 = Instant::now();
+            match vm.restore() {
+                Ok(()) => break t0,
+                Err(Failure::Died(why)) if attempt == 1 => {
+                    eprintln!(
+                        "rgn-restore: [{}] the QEMU of the last restore is gone ({why}); a new one",
+                        self.opts.flavor
+                    );
+                    if let Some(mut vm) = self.vm.take() {
+                        let _ = fs::write(dir.join("console-before.log"), vm.take_console());
+                        vm.kill();
+                    }
+                }
+                Err(f) => return Err(self.failed_before(f, dir)),
             }
         };
+        let t_loaded = t0.elapsed();
+        let vm = self.vm.as_mut().expect("restored above");
+        let result = vm.run(command, self.opts.timeout);
         if std::env::var_os("RGN_RESTORE_TRACE").is_some() {
             eprintln!(
                 "rgn-restore: trace: loadvm {:.3} s, command to RGN-EXIT {:.3} s",
@@ -415,11 +471,7 @@ impl Runner {
                 (t0.elapsed() - t_loaded).as_secs_f64()
             );
         }
-        let console = self
-            .vm
-            .as_ref()
-            .map(|vm| read_from(&vm.console, from))
-            .unwrap_or_default();
+        let console = vm.take_console();
         let _ = fs::write(dir.join("console.log"), &console);
         match result {
             Ok((output, status)) => {
@@ -431,7 +483,6 @@ impl Runner {
                 if let Some(vm) = self.vm.take() {
                     vm.kill();
                 }
-                let console = read_from(&dir.join("console.log"), 0);
                 Err(Failure::Died(diagnose(
                     &self.opts.flavor,
                     &why,
@@ -443,17 +494,21 @@ impl Runner {
         }
     }
 
+    /// F, after no command ran: the QEMU is dropped, and DIR gets what its
+    /// console printed.
+    fn failed_before(&mut self, f: Failure, dir: &Path) -> Failure {
+        if let Some(mut vm) = self.vm.take() {
+            let _ = fs::write(dir.join("console.log"), vm.take_console());
+            vm.kill();
+        }
+        f
+    }
+
     fn finish(&mut self) {
         if let Some(vm) = self.vm.take() {
             vm.stop();
         }
     }
-}
-
-fn read_from(path: &Path, offset: u64) -> String {
-    let bytes = fs::read(path).unwrap_or_default();
-    let start = (offset as usize).min(bytes.len());
-    String::from_utf8_lossy(&bytes[start..]).replace('\r', "")
 }
 
 /// The state directory holds a complete save whose image is the one that
@@ -510,7 +565,7 @@ fn run_command(opts: Options, command: &str) -> ExitCode {
             let text = String::from_utf8_lossy(&r.output).replace('\r', "");
             print!("{text}");
             let _ = std::io::stdout().flush();
-            let status = r.status.unwrap_or(VM_FAILED);
+            let status = r.status;
             eprintln!(
                 "rgn-restore: [{flavor}] guest exited with status {status} after {:.1} s; kernel log in {}",
                 t0.elapsed().as_secs_f64(),
@@ -623,27 +678,78 @@ fn run_lane(opts: Options, lane: Lane) -> ExitCode {
                     .filter_map(|l| l.strip_prefix("# RETRY "))
                     .map(String::from)
                     .collect();
-                if r.status.is_none() || text.is_empty() {
+                let raw_text = String::from_utf8_lossy(&r.output);
+                let ran = raw_text
+                    .lines()
+                    .filter(|l| l.starts_with("# CELL "))
+                    .count();
+                let refused = raw_text
+                    .lines()
+                    .filter(|l| l.starts_with("not ok ") && l.contains(": the module refused it ("))
+                    .count();
+                if r.status != 0 || text.is_empty() {
+                    eprintln!(
+                        "rgn-restore: error: [{flavor}] restore {name}: the chain exited with status {} and its judge printed {} bytes; see {}",
+                        r.status,
+                        text.len(),
+                        dir.display()
+                    );
                     failed = true;
                 }
-                if waiting.first() == chain.first() {
-                    // A pristine state always observes its first cell armed.
+                // The chain's cells in order: run (or refused), then
+                // waiting. Any the guest neither ran nor left waiting were
+                // lost (a chain cut short): they fail by name.
+                let accounted = (ran + refused).min(chain.len());
+                let lost: Vec<String> = chain[accounted..]
+                    .iter()
+                    .filter(|c| !waiting.contains(c))
+                    .cloned()
+                    .collect();
+                if !lost.is_empty() {
+                    failed = true;
+                    fail_cells(
+                        &out,
+                        &name,
+                        &flavor,
+                        &lost,
+                        "was cut short",
+                        &dir,
+                        &lane.list,
+                    );
+                }
+                if waiting.contains(&chain[0]) {
+                    // A pristine state observes its first cell armed; a
+                    // chain whose first cell waits again would never end.
                     eprintln!(
                         "rgn-restore: error: [{flavor}] '{}' was not observed armed even from the saved state; see {}",
                         chain[0],
                         judged.display()
                     );
                     failed = true;
-                    fail_cell(&out, &name, &flavor, &chain[0], &dir, &lane.list);
-                    requeue(&mut queue, waiting.into_iter().skip(1));
-                } else {
-                    requeue(&mut queue, waiting.into_iter());
+                    fail_cells(
+                        &out,
+                        &name,
+                        &flavor,
+                        &chain[..1],
+                        "was not observed armed from it",
+                        &dir,
+                        &lane.list,
+                    );
                 }
+                requeue(&mut queue, waiting.into_iter().filter(|c| *c != chain[0]));
             }
             Err(Failure::Died(why)) => {
                 eprintln!("rgn-restore: error: {why}");
                 failed = true;
-                fail_cell(&out, &name, &flavor, &chain[0], &dir, &lane.list);
+                fail_cells(
+                    &out,
+                    &name,
+                    &flavor,
+                    &chain[..1],
+                    "could not be run",
+                    &dir,
+                    &lane.list,
+                );
                 requeue(&mut queue, chain.into_iter().skip(1));
             }
             Err(Failure::Unusable(why)) => {
@@ -676,17 +782,36 @@ fn requeue(queue: &mut VecDeque<String>, cells: impl DoubleEndedIterator<Item = 
     }
 }
 
-/// Records that SPEC could not be run from the saved state.
-fn fail_cell(out: &Path, name: &str, flavor: &str, spec: &str, dir: &Path, list: &Path) {
+/// Records that SPECS failed in restore NAME, each "WHAT from the saved
+/// state": a KTAP failure a cell, in OUT/restore-NAME.failed.
+fn fail_cells(
+    out: &Path,
+    name: &str,
+    flavor: &str,
+    specs: &[String],
+    what: &str,
+    dir: &Path,
+    list: &Path,
+) {
     let failed = out.join(format!("restore-{name}.failed"));
-    let _ = fs::write(
-        &failed,
-        format!(
-            "not ok 0 {flavor}: '{spec}' could not be run from the saved state (see {})\n",
-            dir.display()
-        ),
-    );
-    let _ = append_line(list, &failed.display().to_string());
+    let text: String = specs
+        .iter()
+        .map(|spec| {
+            format!(
+                "not ok 0 {flavor}: '{spec}' {what} from the saved state (see {})\n",
+                dir.display()
+            )
+        })
+        .collect();
+    let first = !failed.exists();
+    let _ = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&failed)
+        .and_then(|mut f| f.write_all(text.as_bytes()));
+    if first {
+        let _ = append_line(list, &failed.display().to_string());
+    }
 }
 
 fn main() -> ExitCode {
