@@ -512,7 +512,7 @@ impl Runner {
 }
 
 /// The state directory holds a complete save whose image is the one that
-/// was saved (its checksum).
+/// was saved, on the machine that was saved (their checksum).
 fn check_state(state: &Path) -> Result<(), Failure> {
     let missing = |f: &str| !state.join(f).is_file();
     if ["key", "state.qcow2", "qemu.args", "state.sha256"]
@@ -522,8 +522,13 @@ fn check_state(state: &Path) -> Result<(), Failure> {
         return Err(Failure::Unusable("no complete saved state".into()));
     }
     let want = fs::read_to_string(state.join("state.sha256")).unwrap_or_default();
-    let out = Command::new("sha256sum")
-        .arg(state.join("state.qcow2"))
+    // The image and the machine it was saved from, as scripts/vm hashes
+    // them.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("cat \"$1/state.qcow2\" \"$1/qemu.args\" | sha256sum")
+        .arg("sha")
+        .arg(state)
         .output()
         .map_err(|e| Failure::Unusable(format!("sha256sum: {e}")))?;
     let got = String::from_utf8_lossy(&out.stdout);
@@ -533,7 +538,7 @@ fn check_state(state: &Path) -> Result<(), Failure> {
     );
     if want.is_none() || want != got {
         return Err(Failure::Unusable(
-            "state.qcow2 is not the image that was saved (checksum)".into(),
+            "state.qcow2 and qemu.args are not what was saved (checksum)".into(),
         ));
     }
     Ok(())
@@ -717,7 +722,21 @@ fn run_lane(opts: Options, lane: Lane) -> ExitCode {
                         &lane.list,
                     );
                 }
-                if waiting.contains(&chain[0]) {
+                // The judge's own retries: the judged output repeats the
+                // guest's "# RETRY" lines (cells the chain did not reach)
+                // and adds one for each cell that ran but must run again.
+                let mut judge_retries = waiting.clone();
+                for skipped in raw_text
+                    .lines()
+                    .take_while(|l| *l != "RGN-DMESG")
+                    .filter_map(|l| l.strip_prefix("# RETRY "))
+                {
+                    if let Some(i) = judge_retries.iter().position(|c| c == skipped) {
+                        judge_retries.remove(i);
+                    }
+                }
+                let mut requeued = waiting;
+                if judge_retries.contains(&chain[0]) {
                     // A pristine state observes its first cell armed; a
                     // chain whose first cell waits again would never end.
                     eprintln!(
@@ -735,8 +754,11 @@ fn run_lane(opts: Options, lane: Lane) -> ExitCode {
                         &dir,
                         &lane.list,
                     );
+                    if let Some(i) = requeued.iter().rposition(|c| *c == chain[0]) {
+                        requeued.remove(i);
+                    }
                 }
-                requeue(&mut queue, waiting.into_iter().filter(|c| *c != chain[0]));
+                requeue(&mut queue, requeued.into_iter());
             }
             Err(Failure::Died(why)) => {
                 eprintln!("rgn-restore: error: {why}");
@@ -871,5 +893,35 @@ fn main() -> ExitCode {
             eprintln!("{USAGE}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_marker_is_found_at_the_end_only() {
+        assert_eq!(exit_status(b"out\nRGN-EXIT 0\n"), Some((0, 11)));
+        assert_eq!(exit_status(b"RGN-EXIT 3\n"), Some((3, 11)));
+        // Output without a final newline runs into the marker's line.
+        assert_eq!(exit_status(b"xRGN-EXIT 125\n"), Some((125, 13)));
+        // Not yet complete, or not at the end: the command still runs.
+        assert_eq!(exit_status(b"RGN-EXIT 0"), None);
+        assert_eq!(exit_status(b"RGN-EXIT 0\nmore\n"), None);
+        assert_eq!(exit_status(b"RGN-EXIT x\n"), None);
+        assert_eq!(exit_status(b""), None);
+    }
+
+    #[test]
+    fn chain_command_quotes_each_spec() {
+        let specs = vec![
+            "ctx=process alloc=get_free_page gfp=GFP_ATOMIC".to_string(),
+            "control=empty".to_string(),
+        ];
+        assert_eq!(
+            chain_command(&specs),
+            "chain 'ctx=process alloc=get_free_page gfp=GFP_ATOMIC' 'control=empty'"
+        );
     }
 }
