@@ -106,8 +106,13 @@ impl Vm {
         fs::create_dir_all(dir)
             .map_err(|e| Failure::Died(format!("cannot create {}: {e}", dir.display())))?;
         let image = dir.join("state.qcow2");
-        fs::copy(opts.state.join("state.qcow2"), &image)
-            .map_err(|e| unusable(format!("cannot copy state.qcow2: {e}")))?;
+        fs::copy(opts.state.join("state.qcow2"), &image).map_err(|e| {
+            let _ = fs::remove_file(&image);
+            Failure::Died(format!(
+                "cannot copy state.qcow2 to {}: {e}",
+                image.display()
+            ))
+        })?;
         // Sockets in a short directory of their own: a Unix socket's path
         // holds at most 107 bytes, less than a deep run directory may need.
         let sockets = std::env::temp_dir().join(format!(
@@ -403,6 +408,10 @@ struct Runner {
     name: String,
     vm: Option<Vm>,
     vms: u32,
+    /// What the last restore printed before it died (the cells it ran).
+    partial: Vec<u8>,
+    /// QEMUs found dead after their command had answered: each, why.
+    deaths: Vec<String>,
 }
 
 impl Runner {
@@ -413,6 +422,8 @@ impl Runner {
             name: name.to_string(),
             vm: None,
             vms: 0,
+            partial: Vec::new(),
+            deaths: Vec::new(),
         }
     }
 
@@ -449,14 +460,18 @@ impl Runner {
             match vm.restore() {
                 Ok(()) => break t0,
                 Err(Failure::Died(why)) if attempt == 1 => {
-                    eprintln!(
-                        "rgn-restore: [{}] the QEMU of the last restore is gone ({why}); a new one",
-                        self.opts.flavor
-                    );
+                    // It died after the previous command answered (a
+                    // late oops, say): that restore's failure, not this
+                    // command's, recorded for the caller.
+                    let log = dir.join("console-before.log");
                     if let Some(mut vm) = self.vm.take() {
-                        let _ = fs::write(dir.join("console-before.log"), vm.take_console());
+                        let _ = fs::write(&log, vm.take_console());
                         vm.kill();
                     }
+                    self.deaths.push(format!(
+                        "the VM died after its previous command had answered ({why}); its kernel log from then: {}",
+                        log.display()
+                    ));
                 }
                 Err(f) => return Err(self.failed_before(f, dir)),
             }
@@ -480,6 +495,7 @@ impl Runner {
             }
             Err((output, why)) => {
                 let _ = fs::write(dir.join("guest.log"), &output);
+                self.partial = output;
                 if let Some(vm) = self.vm.take() {
                     vm.kill();
                 }
@@ -505,7 +521,14 @@ impl Runner {
     }
 
     fn finish(&mut self) {
-        if let Some(vm) = self.vm.take() {
+        if let Some(mut vm) = self.vm.take() {
+            if let Ok(Some(status)) = vm.child.try_wait() {
+                self.deaths.push(format!(
+                    "the VM died ({status}) after the last command had answered; kernel log: {}",
+                    vm.console.display()
+                ));
+                let _ = vm.take_console();
+            }
             vm.stop();
         }
     }
@@ -630,6 +653,31 @@ fn judge(cmdline: &str, raw: &Path, out: &Path) -> Result<String, String> {
     Ok(text)
 }
 
+/// How many cells of a chain's raw output ran (a "# CELL" line each) or
+/// were refused by the module (run.sh's failure line): the chain runs its
+/// cells in order, so these are its first ones.
+fn cells_done(raw: &str) -> usize {
+    raw.lines()
+        .take_while(|l| *l != "RGN-DMESG")
+        .filter(|l| {
+            l.starts_with("# CELL ")
+                || (l.starts_with("not ok ") && l.contains(": the module refused it ("))
+        })
+        .count()
+}
+
+/// Whether the first cell of a chain's raw output started with lockdep
+/// armed (its "# CELL" line says `lockdep_before=1`).
+fn first_cell_armed(raw: &str) -> bool {
+    raw.lines()
+        .find(|l| l.starts_with("# CELL "))
+        .is_some_and(|l| l.contains(" lockdep_before=1 "))
+}
+
+/// Times a first cell may be put back for a reason other than lockdep
+/// (it left its CPU, woke kswapd, was not settled) before it fails.
+const FIRST_CELL_RETRIES: u32 = 2;
+
 fn run_lane(opts: Options, lane: Lane) -> ExitCode {
     let t0 = Instant::now();
     let flavor = opts.flavor.clone();
@@ -655,6 +703,26 @@ fn run_lane(opts: Options, lane: Lane) -> ExitCode {
     let mut runner = Runner::new(opts, &lane.name);
     let mut n = 0;
     let mut failed = false;
+    let mut put_back: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    // A spec travels in single quotes on the guest's command line.
+    let (quoted, rest): (Vec<String>, Vec<String>) =
+        queue.drain(..).partition(|c| c.contains('\''));
+    queue.extend(rest);
+    if !quoted.is_empty() {
+        failed = true;
+        let dir = out.join(format!("vm-restore-{}-0", lane.name));
+        let name = format!("{}-0", lane.name);
+        fail_cells(
+            &out,
+            &name,
+            &flavor,
+            &quoted,
+            "has a quote: it cannot be sent",
+            &dir,
+            &lane.list,
+        );
+    }
+    let mut last = (String::new(), PathBuf::new());
     while !queue.is_empty() {
         n += 1;
         let name = format!("{}-{n}", lane.name);
@@ -665,11 +733,25 @@ fn run_lane(opts: Options, lane: Lane) -> ExitCode {
             chain.join("\n") + "\n",
         );
         let dir = out.join(format!("vm-restore-{name}"));
-        match runner.restore(&chain_command(&chain), &dir) {
+        let result = runner.restore(&chain_command(&chain), &dir);
+        for death in runner.deaths.drain(..) {
+            // The QEMU of the previous restore died after it answered.
+            eprintln!("rgn-restore: error: [{flavor}] restore {}: {death}", last.0);
+            failed = true;
+            let failed_file = out.join(format!("restore-{}-died.failed", last.0));
+            let _ = fs::write(
+                &failed_file,
+                format!("not ok 0 {flavor}: restore {}: {death}\n", last.0),
+            );
+            let _ = append_line(&lane.list, &failed_file.display().to_string());
+        }
+        last = (name.clone(), dir.clone());
+        match result {
             Ok(r) => {
                 let raw = out.join(format!("restore-{name}.raw"));
                 let judged = out.join(format!("restore-{name}.out"));
-                let _ = fs::write(&raw, String::from_utf8_lossy(&r.output).replace('\r', ""));
+                let raw_text = String::from_utf8_lossy(&r.output).replace('\r', "");
+                let _ = fs::write(&raw, &raw_text);
                 let text = match judge(&lane.judge, &raw, &judged) {
                     Ok(t) => t,
                     Err(e) => {
@@ -678,20 +760,6 @@ fn run_lane(opts: Options, lane: Lane) -> ExitCode {
                     }
                 };
                 let _ = append_line(&lane.list, &judged.display().to_string());
-                let waiting: Vec<String> = text
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("# RETRY "))
-                    .map(String::from)
-                    .collect();
-                let raw_text = String::from_utf8_lossy(&r.output);
-                let ran = raw_text
-                    .lines()
-                    .filter(|l| l.starts_with("# CELL "))
-                    .count();
-                let refused = raw_text
-                    .lines()
-                    .filter(|l| l.starts_with("not ok ") && l.contains(": the module refused it ("))
-                    .count();
                 if r.status != 0 || text.is_empty() {
                     eprintln!(
                         "rgn-restore: error: [{flavor}] restore {name}: the chain exited with status {} and its judge printed {} bytes; see {}",
@@ -701,11 +769,28 @@ fn run_lane(opts: Options, lane: Lane) -> ExitCode {
                     );
                     failed = true;
                 }
-                // The chain's cells in order: run (or refused), then
-                // waiting. Any the guest neither ran nor left waiting were
-                // lost (a chain cut short): they fail by name.
-                let accounted = (ran + refused).min(chain.len());
-                let lost: Vec<String> = chain[accounted..]
+                // The judged output repeats the guest's "# RETRY" lines
+                // (cells the chain did not reach), then adds one for each
+                // cell that ran but must run again.
+                let mut waiting: Vec<String> = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("# RETRY "))
+                    .map(String::from)
+                    .collect();
+                let mut judge_retries = waiting.clone();
+                for skipped in raw_text
+                    .lines()
+                    .take_while(|l| *l != "RGN-DMESG")
+                    .filter_map(|l| l.strip_prefix("# RETRY "))
+                {
+                    if let Some(i) = judge_retries.iter().position(|c| c == skipped) {
+                        judge_retries.remove(i);
+                    }
+                }
+                // Cells the guest neither ran nor left waiting were lost
+                // (a chain cut short): they fail by name.
+                let done = cells_done(&raw_text).min(chain.len());
+                let lost: Vec<String> = chain[done..]
                     .iter()
                     .filter(|c| !waiting.contains(c))
                     .cloned()
@@ -722,57 +807,71 @@ fn run_lane(opts: Options, lane: Lane) -> ExitCode {
                         &lane.list,
                     );
                 }
-                // The judge's own retries: the judged output repeats the
-                // guest's "# RETRY" lines (cells the chain did not reach)
-                // and adds one for each cell that ran but must run again.
-                let mut judge_retries = waiting.clone();
-                for skipped in raw_text
-                    .lines()
-                    .take_while(|l| *l != "RGN-DMESG")
-                    .filter_map(|l| l.strip_prefix("# RETRY "))
-                {
-                    if let Some(i) = judge_retries.iter().position(|c| c == skipped) {
-                        judge_retries.remove(i);
-                    }
-                }
-                let mut requeued = waiting;
+                let mut first_again = false;
                 if judge_retries.contains(&chain[0]) {
                     // A pristine state observes its first cell armed; a
-                    // chain whose first cell waits again would never end.
-                    eprintln!(
-                        "rgn-restore: error: [{flavor}] '{}' was not observed armed even from the saved state; see {}",
-                        chain[0],
-                        judged.display()
-                    );
-                    failed = true;
-                    fail_cells(
-                        &out,
-                        &name,
-                        &flavor,
-                        &chain[..1],
-                        "was not observed armed from it",
-                        &dir,
-                        &lane.list,
-                    );
-                    if let Some(i) = requeued.iter().rposition(|c| *c == chain[0]) {
-                        requeued.remove(i);
+                    // first cell that must run again for another reason
+                    // goes back behind the next cell, a few times at most:
+                    // either way the lane cannot loop.
+                    let tries = put_back.entry(chain[0].clone()).or_insert(0);
+                    *tries += 1;
+                    let why = if !first_cell_armed(&raw_text) {
+                        Some("was not observed armed")
+                    } else if *tries > FIRST_CELL_RETRIES {
+                        Some("was not settled in three restores")
+                    } else {
+                        None
+                    };
+                    if let Some(i) = waiting.iter().rposition(|c| *c == chain[0]) {
+                        waiting.remove(i);
+                    }
+                    match why {
+                        Some(why) => {
+                            eprintln!(
+                                "rgn-restore: error: [{flavor}] '{}' {why} even from the saved state; see {}",
+                                chain[0],
+                                judged.display()
+                            );
+                            failed = true;
+                            fail_cells(&out, &name, &flavor, &chain[..1], why, &dir, &lane.list);
+                        }
+                        None => first_again = true,
+                    }
+                }
+                // Back to the queue in the chain's order (the case order).
+                let mut requeued = Vec::new();
+                for c in &chain {
+                    if let Some(i) = waiting.iter().position(|w| w == c) {
+                        requeued.push(waiting.remove(i));
                     }
                 }
                 requeue(&mut queue, requeued.into_iter());
+                if first_again {
+                    let at = 1.min(queue.len());
+                    queue.insert(at, chain[0].clone());
+                }
             }
             Err(Failure::Died(why)) => {
+                // The cells before the one that was running when the guest
+                // died ran fine but went unjudged: they run again; the one
+                // running fails.
                 eprintln!("rgn-restore: error: {why}");
                 failed = true;
+                let partial = String::from_utf8_lossy(&runner.partial).replace('\r', "");
+                let culprit = cells_done(&partial).min(chain.len() - 1);
+                runner.partial.clear();
                 fail_cells(
                     &out,
                     &name,
                     &flavor,
-                    &chain[..1],
-                    "could not be run",
+                    &chain[culprit..=culprit],
+                    "was running when the guest died",
                     &dir,
                     &lane.list,
                 );
-                requeue(&mut queue, chain.into_iter().skip(1));
+                let mut others = chain;
+                others.remove(culprit);
+                requeue(&mut queue, others.into_iter());
             }
             Err(Failure::Unusable(why)) => {
                 requeue(&mut queue, chain.into_iter());
@@ -787,6 +886,16 @@ fn run_lane(opts: Options, lane: Lane) -> ExitCode {
         }
     }
     runner.finish();
+    for death in runner.deaths.drain(..) {
+        eprintln!("rgn-restore: error: [{flavor}] restore {}: {death}", last.0);
+        failed = true;
+        let failed_file = out.join(format!("restore-{}-died.failed", last.0));
+        let _ = fs::write(
+            &failed_file,
+            format!("not ok 0 {flavor}: restore {}: {death}\n", last.0),
+        );
+        let _ = append_line(&lane.list, &failed_file.display().to_string());
+    }
     let _ = fs::write(&lane.specs, "");
     eprintln!(
         "rgn-restore: [{flavor}] lane {}: {n} restores in {:.1} s ({} QEMU started)",
@@ -923,5 +1032,38 @@ mod tests {
             chain_command(&specs),
             "chain 'ctx=process alloc=get_free_page gfp=GFP_ATOMIC' 'control=empty'"
         );
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+
+    const RAW: &str = "# phase chain at 3.1
+# CASE ctx=a
+# CASE ctx=b
+# CASE ctx=c
+# CELL cell=1 kernel_alloc=1 kind=alloc ctx=a lockdep_before=1 lockdep_after=0 x=1
+# RESULT kind=alloc ctx=a
+not ok 0 lockdep: cell ctx=b: the module refused it (Cannot allocate memory)
+# RETRY ctx=c
+# chain end at 3.4
+RGN-DMESG
+[    3.2] # CELL cell=9 from the kernel log does not count
+";
+
+    #[test]
+    fn cells_done_counts_run_and_refused_cells_before_the_log() {
+        assert_eq!(cells_done(RAW), 2);
+        assert_eq!(cells_done("# phase chain at 1\n"), 0);
+    }
+
+    #[test]
+    fn first_cell_armed_reads_its_lockdep_before() {
+        assert!(first_cell_armed(RAW));
+        assert!(!first_cell_armed(
+            &RAW.replace("lockdep_before=1", "lockdep_before=0")
+        ));
+        assert!(!first_cell_armed("# phase chain at 1\n"));
     }
 }
