@@ -722,7 +722,7 @@ fn run_lane(opts: Options, lane: Lane) -> ExitCode {
             &lane.list,
         );
     }
-    let mut last = (String::new(), PathBuf::new());
+    let mut last = String::new();
     while !queue.is_empty() {
         n += 1;
         let name = format!("{}-{n}", lane.name);
@@ -734,18 +734,9 @@ fn run_lane(opts: Options, lane: Lane) -> ExitCode {
         );
         let dir = out.join(format!("vm-restore-{name}"));
         let result = runner.restore(&chain_command(&chain), &dir);
-        for death in runner.deaths.drain(..) {
-            // The QEMU of the previous restore died after it answered.
-            eprintln!("rgn-restore: error: [{flavor}] restore {}: {death}", last.0);
-            failed = true;
-            let failed_file = out.join(format!("restore-{}-died.failed", last.0));
-            let _ = fs::write(
-                &failed_file,
-                format!("not ok 0 {flavor}: restore {}: {death}\n", last.0),
-            );
-            let _ = append_line(&lane.list, &failed_file.display().to_string());
-        }
-        last = (name.clone(), dir.clone());
+        // The QEMU of the previous restore died after it answered.
+        failed |= record_deaths(&mut runner, &out, &flavor, &last, &lane.list);
+        last = name.clone();
         match result {
             Ok(r) => {
                 let raw = out.join(format!("restore-{name}.raw"));
@@ -886,16 +877,7 @@ fn run_lane(opts: Options, lane: Lane) -> ExitCode {
         }
     }
     runner.finish();
-    for death in runner.deaths.drain(..) {
-        eprintln!("rgn-restore: error: [{flavor}] restore {}: {death}", last.0);
-        failed = true;
-        let failed_file = out.join(format!("restore-{}-died.failed", last.0));
-        let _ = fs::write(
-            &failed_file,
-            format!("not ok 0 {flavor}: restore {}: {death}\n", last.0),
-        );
-        let _ = append_line(&lane.list, &failed_file.display().to_string());
-    }
+    failed |= record_deaths(&mut runner, &out, &flavor, &last, &lane.list);
     let _ = fs::write(&lane.specs, "");
     eprintln!(
         "rgn-restore: [{flavor}] lane {}: {n} restores in {:.1} s ({} QEMU started)",
@@ -904,6 +886,23 @@ fn run_lane(opts: Options, lane: Lane) -> ExitCode {
         runner.vms
     );
     ExitCode::from(u8::from(failed))
+}
+
+/// Fails restore LAST for each QEMU the runner found dead after LAST had
+/// answered (OUT/restore-LAST-died.failed, on the list); whether any was.
+fn record_deaths(runner: &mut Runner, out: &Path, flavor: &str, last: &str, list: &Path) -> bool {
+    let deaths: Vec<String> = runner.deaths.drain(..).collect();
+    for death in &deaths {
+        eprintln!("rgn-restore: error: [{flavor}] restore {last}: {death}");
+        let failed_file = out.join(format!("restore-{last}-died.failed"));
+        let _ = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&failed_file)
+            .and_then(|mut f| writeln!(f, "not ok 0 {flavor}: restore {last}: {death}"));
+        let _ = append_line(list, &failed_file.display().to_string());
+    }
+    !deaths.is_empty()
 }
 
 /// Puts CELLS back at the front of the queue, in their order.
