@@ -18,11 +18,6 @@
 #               (K from 0): N boots share the matrix
 #   cells:FILE  the cells listed in FILE (one spec a line), stopping after the
 #               first cell that disarms lockdep (the rest wait for a new boot)
-#   cells-armed:all[:K/N]
-#               as cells:all[:K/N], stopping like cells:FILE
-#   chain:FILE  as cells:FILE, for a restore of the saved state: prints each
-#               cell's raw results ("# CELL") and then the kernel log, which
-#               the host judges (phase judge) instead of the guest
 #   queue:SOURCE
 #               the cells of SOURCE ("all" or a file of specs) announced
 #               ("# CASE") and left for the host to run from restores
@@ -108,8 +103,6 @@ settled_free_pages() {
 }
 
 counter() { cat "$DEBUGFS/counters/$1"; }
-
-
 
 meminfo_kb() { awk -v k="$1:" '$1 == k { print $2 }' /proc/meminfo; }
 
@@ -399,8 +392,6 @@ phase_cases() {
 CELL_PAGES_MAX_GAIN=8
 CELL_PAGES_MAX_LOSS=12
 
-
-
 # judge_cells: every cell run in this phase against the expectations and
 # the kernel's page accounting (expect.awk), one KTAP line each; cells to
 # run again in a fresh kernel are printed as "# RETRY SPEC".
@@ -430,8 +421,7 @@ judge_cells() {
 		"$T/cells.results" >>"$T/cells.pages"
 }
 
-# phase_cells SOURCE STOP: SOURCE is "all", "all:K/N" or a file of specs;
-# STOP 1 stops at the first cell that disarms lockdep whatever the source.
+# phase_cells SOURCE: SOURCE is "all", "all:K/N" or a file of specs.
 phase_cells() {
 	if ! load_module; then
 		fail "cells $1: the module does not load"
@@ -461,7 +451,6 @@ phase_cells() {
 	# running them now is wasted, except for cells:all, which the tests
 	# need as one matrix in one boot (free pages, detector totals).
 	stop_on_disarm=$((1 - full))
-	[ "$2" -eq 0 ] || stop_on_disarm=1
 	[ "$stop_on_disarm" -eq 1 ] || settled_free_pages >/tmp/free_before_matrix
 	stopped=0
 	while IFS= read -r spec; do
@@ -852,8 +841,7 @@ main() {
 		load) phase_load ;;
 		badinput) phase_badinput ;;
 		cases) phase_cases ;;
-		cells:*) phase_cells "${phase#cells:}" 0 ;;
-		cells-armed:*) phase_cells "${phase#cells-armed:}" 1 ;;
+		cells:*) phase_cells "${phase#cells:}" ;;
 		judge:*) phase_judge "${phase#judge:}" ;;
 		queue:*) phase_queue "${phase#queue:}" ;;
 		agreement) phase_agreement ;;
