@@ -107,6 +107,10 @@ chain() {
 	done
 	read -r _up _ </proc/uptime
 	echo "# chain end at $_up"
+	# The clock the cells' timings used: the saved guest's TSC, unless
+	# the clocksource watchdog took a restore's clock jump for TSC skew.
+	read -r _cs </sys/devices/system/clocksource/clocksource0/current_clocksource
+	echo "# CLOCKSOURCE $_cs"
 	echo "RGN-DMESG"
 	# Only what the host's judge reads (cell markers, report headers and
 	# the line before each): the whole log would cost more serial output

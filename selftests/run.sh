@@ -495,6 +495,15 @@ phase_judge() {
 	fi
 	judge_cells
 	KMSG_READ=1 check_log_agreement
+	# The restore kept the TSC (scripts/vm boots with tsc=reliable): the
+	# HPET, after a watchdog switch, makes every timing an emulated MMIO
+	# read.
+	clock=$(sed -n '/^RGN-DMESG$/q; s/^# CLOCKSOURCE //p' "$1")
+	if [ "$clock" = tsc ]; then
+		pass "clocksource still tsc at the end of the chain"
+	else
+		fail "clocksource at the end of the chain: '$clock', not tsc (the watchdog switched?)"
+	fi
 }
 
 # check_log_agreement: for every cell run in this boot, the report headers
