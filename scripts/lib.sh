@@ -194,6 +194,19 @@ kdir() {
 export HOST_TOOL="$REPO_ROOT/host/target/release/rgn-report"
 export RESTORE_TOOL="$REPO_ROOT/host/target/release/rgn-restore"
 
+# host_judge_cmd FLAVOR SCRATCH: the command (for rgn-restore --judge) that
+# judges a restore's raw guest output ($1) on the host as the guest judges
+# a boot's: run.sh's phase judge, with busybox's sh and awk (the guest's)
+# first in PATH and SCRATCH for its files.
+host_judge_cmd() {
+	_bb=$2/bin
+	mkdir -p "$_bb"
+	[ -x "$_bb/awk" ] || busybox --install -s "$_bb" 2>/dev/null ||
+		die "busybox --install failed: run scripts/setup (busybox-static)"
+	_helpers=$(kernel_src_dir)/tools/testing/selftests/kselftest/ktap_helpers.sh
+	printf '%s' "PATH='$_bb':\$PATH RGN_FLAVOR=$1 RGN_KTAP_HELPERS='$_helpers' RGN_TMP='$2' busybox sh '$REPO_ROOT/selftests/run.sh' \"judge:\$1\""
+}
+
 # prepare FLAVOR...: what the README's commands need before they boot, from
 # a fresh machine: packages and sources, the kernels, the host tool (the
 # module is built by scripts/run-flavor, which needs its path anyway). Each
