@@ -115,6 +115,9 @@ pub(crate) struct CellResult {
     /// Duration of the first allocation that took zone->lock, 0 if none did.
     zone_locked_alloc_ns: u64,
     section_ns: u64,
+    /// The kernel's page counters' change over the whole cell, frees
+    /// included (`/proc/vmstat`'s figures), where the kernel counts events.
+    pages: Option<sys::PageCounts>,
 }
 
 impl CellResult {
@@ -145,6 +148,7 @@ impl CellResult {
             alloc_ns: Stats::default(),
             zone_locked_alloc_ns: 0,
             section_ns: 0,
+            pages: None,
         }
     }
 
@@ -192,6 +196,13 @@ impl fmt::Display for CellResult {
             self.alloc_warnings,
             self.unsettled.unwrap_or("-")
         )?;
+        if let Some(p) = self.pages {
+            write!(
+                f,
+                " kernel_alloc={} kernel_free={} kernel_slab={}",
+                p.alloc, p.free, p.slab
+            )?;
+        }
         write!(
             f,
             " lockdep_before={} lockdep_after={}",
@@ -407,10 +418,16 @@ impl State {
             return Err(ENOSPC);
         }
         self.wait_might_resched_window();
-        let result = match cell {
+        // Around the whole cell, warm-up and frees included: what it took
+        // and gave back, by the kernel's count rather than the module's.
+        let counts_before = sys::page_counts();
+        let mut result = match cell {
             Cell::Alloc(a) => self.run_alloc(a)?,
             Cell::Control { control, ctx } => self.run_control(control, ctx),
         };
+        result.pages = counts_before
+            .zip(sys::page_counts())
+            .map(|(before, after)| after.since(before));
         let outcome = result.outcome;
         let mut results = self.results.lock();
         results.push(result, GFP_KERNEL)?;

@@ -911,6 +911,68 @@ pub(crate) fn now_ns() -> u64 {
 }
 
 // ---------------------------------------------------------------------------
+// The kernel's page counters, as /proc/vmstat reads them.
+// ---------------------------------------------------------------------------
+
+/// The kernel's own page counts since boot, the figures `/proc/vmstat`
+/// prints: pages the page allocator handed out (`pgalloc_*`, every zone)
+/// and took back (`pgfree`), per-cpu events summed over the CPUs, and
+/// pages in slabs now (`nr_slab_reclaimable` + `nr_slab_unreclaimable`),
+/// the global counters without the CPUs' pending deltas.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct PageCounts {
+    pub(crate) alloc: u64,
+    pub(crate) free: u64,
+    pub(crate) slab: i64,
+}
+
+/// The counts now, where the kernel counts events
+/// (`CONFIG_VM_EVENT_COUNTERS`). Sleeps (`all_vm_events()` takes
+/// `cpus_read_lock()`): process context only, outside any section.
+#[cfg(CONFIG_VM_EVENT_COUNTERS)]
+pub(crate) fn page_counts() -> Option<PageCounts> {
+    let mut events =
+        [0 as kernel::ffi::c_ulong; bindings::vm_event_item_NR_VM_EVENT_ITEMS as usize];
+    // SAFETY: `events` has room for the NR_VM_EVENT_ITEMS counters the
+    // function writes; it is called from process context.
+    unsafe { bindings::all_vm_events(events.as_mut_ptr()) };
+    // FOR_ALL_ZONES(PGALLOC): one item per zone type, in zone order.
+    let first = (bindings::vm_event_item_PGALLOC_NORMAL - bindings::zone_type_ZONE_NORMAL) as usize;
+    let zones = bindings::zone_type___MAX_NR_ZONES as usize;
+    let node_stat = |item: u32| {
+        // SAFETY: `item` indexes `vm_node_stat`, which is always
+        // readable; one load of one word, racing as `/proc/vmstat` does.
+        unsafe {
+            core::ptr::read_volatile(&raw const bindings::vm_node_stat[item as usize].counter)
+        }
+    };
+    Some(PageCounts {
+        alloc: events[first..first + zones].iter().map(|&n| n as u64).sum(),
+        free: events[bindings::vm_event_item_PGFREE as usize] as u64,
+        // Counted in pages in the global counters, despite the _B.
+        slab: node_stat(bindings::node_stat_item_NR_SLAB_RECLAIMABLE_B)
+            + node_stat(bindings::node_stat_item_NR_SLAB_UNRECLAIMABLE_B),
+    })
+}
+
+/// Without `CONFIG_VM_EVENT_COUNTERS` the kernel counts no page events.
+#[cfg(not(CONFIG_VM_EVENT_COUNTERS))]
+pub(crate) fn page_counts() -> Option<PageCounts> {
+    None
+}
+
+impl PageCounts {
+    /// The change from `before` to `self`.
+    pub(crate) fn since(self, before: Self) -> Self {
+        Self {
+            alloc: self.alloc.wrapping_sub(before.alloc),
+            free: self.free.wrapping_sub(before.free),
+            slab: self.slab - before.slab,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Tracepoint probes.
 // ---------------------------------------------------------------------------
 

@@ -36,6 +36,11 @@ export STATES_DIR="$CACHE_DIR/states/$KERNEL_SERIES"
 export MODULES_DIR="$CACHE_DIR/module/$KERNEL_SERIES"
 LLVM_SUFFIX=-19
 export FLAVORS="lockdep rt"
+# The guest phases a saved VM runs before it is saved (scripts/vm --save),
+# once per state: the module's debugfs files and case list checked, and
+# every cell of make matrix queued (per-cpu cells, the matrix, the slow
+# path, in that order); run-flavor --restored takes them from there.
+export PREPARED_PHASES="load queue:/rgn/selftests/pcp.specs cases queue:all queue:/rgn/selftests/slowpath.specs"
 
 # The rustup toolchain lives in ~/.cargo/bin; a CI shell may not have it.
 case ":$PATH:" in

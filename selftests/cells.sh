@@ -19,6 +19,10 @@ RAW_CELLS=0
 # host's judge renumbers it), where run.sh did not define one.
 command -v fail >/dev/null 2>&1 || fail() { echo "not ok 0 $FLAVOR: $*"; }
 
+# 1 (phase pagecheck): run_cell also reads the kernel's page counters
+# around the write, for the judge to hold the module's own figures against.
+SHELL_PAGES=0
+
 # vmstat_pages: sets VM_ALLOC and VM_FREE, the kernel's own page counts
 # since boot (/proc/vmstat pgalloc_* summed, pgfree), read with shell
 # builtins only (no fork: a fork allocates pages; the kernel's kmalloc()
@@ -27,7 +31,9 @@ command -v fail >/dev/null 2>&1 || fail() { echo "not ok 0 $FLAVOR: $*"; }
 # which /proc/vmstat prints in pages), for the slab rows: the caches keep
 # empty slabs and sheaves. The file is read a byte at a time (a builtin):
 # it stops at pgfree, which follows the others (vmstat_text[] in
-# mm/vmstat.c), a quarter of the file before its end.
+# mm/vmstat.c), a quarter of the file before its end. Each line costs the
+# kernel a pass over every counter: about 30 ms under TCG, which is why
+# the module reads the same counters around each cell itself.
 vmstat_pages() {
 	VM_ALLOC=0
 	VM_FREE=0
@@ -44,16 +50,15 @@ vmstat_pages() {
 	done </proc/vmstat
 }
 
-
 # write_spec SPEC: one write of SPEC to run; a refusal is reported on stderr
 # (echo, not printf: busybox's printf does not report a failed write).
 write_spec() { echo "$1" >"$DEBUGFS/run"; }
 
-# run_cell SPEC: runs one cell between two kernel log markers, with the
-# kernel's page counters read around it, and prints its results line for
-# the host. Builtins only (a fork costs tens of ms under TCG, and allocates
-# pages inside the window): judge_cells judges all cells of the phase at
-# once.
+# run_cell SPEC: runs one cell between two kernel log markers and prints
+# its results line for the host, with the kernel's page counters' change
+# over the cell, which the module reads around it. Builtins only (a fork
+# costs tens of ms under TCG, and allocates pages inside the shell's
+# window): judge_cells judges all cells of the phase at once.
 run_cell() {
 	CELL_NO=$((CELL_NO + 1))
 	RESULT_LINE=""
@@ -61,25 +66,44 @@ run_cell() {
 	# happens here, before the counters are read: what the kernel does
 	# meanwhile (deferred frees, a new worker) is not the cell's.
 	echo 1 >"$DEBUGFS/settle" 2>/dev/null || true
-	vmstat_pages
-	alloc0=$VM_ALLOC
-	free0=$VM_FREE
-	slab0=$VM_SLAB
+	if [ "$SHELL_PAGES" -eq 1 ]; then
+		vmstat_pages
+		alloc0=$VM_ALLOC free0=$VM_FREE slab0=$VM_SLAB
+	fi
 	echo "rgn: cell $CELL_NO begin" >/dev/kmsg
 	status=0
 	write_spec "$1" 2>/tmp/err || status=$?
 	echo "rgn: cell $CELL_NO end" >/dev/kmsg
-	vmstat_pages
+	_shell=""
+	if [ "$SHELL_PAGES" -eq 1 ]; then
+		vmstat_pages
+		_shell=" shell_alloc=$((VM_ALLOC - alloc0)) shell_free=$((VM_FREE - free0)) shell_slab=$((VM_SLAB - slab0))"
+	fi
 	if [ "$status" -ne 0 ]; then
 		read -r err </tmp/err
 		fail "cell $1: the module refused it ($err)"
 		return
 	fi
 	read -r RESULT_LINE <"$DEBUGFS/last"
-	_raw="cell=$CELL_NO kernel_alloc=$((VM_ALLOC - alloc0)) kernel_free=$((VM_FREE - free0)) kernel_slab=$((VM_SLAB - slab0)) $RESULT_LINE"
+	_raw="cell=$CELL_NO$_shell $RESULT_LINE"
 	echo "$_raw" >>"$T/cells.results"
 	[ "$RAW_CELLS" -eq 0 ] || echo "# CELL $_raw"
 	echo "# RESULT $RESULT_LINE"
+}
+
+# klog_wait: waits for the kernel log reader (scripts/guest-init,
+# klog.awk) to print everything up to its last marker. The shell's open of
+# the FIFO fails with EINTR when the SIGCHLD of the reader's SIGCONT
+# arrives meanwhile (busybox sh sets no SA_RESTART): open it again.
+klog_wait() {
+	_tries=0
+	until read -r _ </tmp/klog.done 2>/dev/null; do
+		_tries=$((_tries + 1))
+		if [ "$_tries" -ge 8 ]; then
+			echo "# the kernel log reader did not answer"
+			return 1
+		fi
+	done
 }
 
 # chain SPEC...: (in a restore of the saved state) the cells in order,
@@ -114,6 +138,13 @@ chain() {
 	echo "RGN-DMESG"
 	# Only what the host's judge reads (cell markers, report headers and
 	# the line before each): the whole log would cost more serial output
-	# than the cells.
-	dmesg | grep -B 1 -E 'rgn: cell [0-9]+ (begin|end)$|\] (\[ )?BUG:|\] WARNING:' || true
+	# than the cells. The saved guest's reader (scripts/guest-init,
+	# klog.awk) prints them with no fork.
+	if [ -n "${KLOG_READER:-}" ]; then
+		echo "rgn: log reader flush" >/dev/kmsg
+		kill -CONT "$KLOG_READER"
+		klog_wait
+	else
+		dmesg | grep -B 1 -E 'rgn: cell [0-9]+ (begin|end)$|\] (\[ )?BUG:|\] WARNING:' || true
+	fi
 }
