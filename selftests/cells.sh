@@ -32,8 +32,8 @@ SHELL_PAGES=0
 # empty slabs and sheaves. The file is read a byte at a time (a builtin):
 # it stops at pgfree, which follows the others (vmstat_text[] in
 # mm/vmstat.c), a quarter of the file before its end. Each line costs the
-# kernel a pass over every counter: about 30 ms under TCG, which is why
-# the module reads the same counters around each cell itself.
+# kernel a pass over every counter: a call costs about 30 ms under TCG,
+# which is why the module reads the same counters around each cell itself.
 vmstat_pages() {
 	VM_ALLOC=0
 	VM_FREE=0
@@ -92,17 +92,28 @@ run_cell() {
 }
 
 # klog_wait: waits for the kernel log reader (scripts/guest-init,
-# klog.awk) to print everything up to its last marker. The shell's open of
-# the FIFO fails with EINTR when the SIGCHLD of the reader's SIGCONT
-# arrives meanwhile (busybox sh sets no SA_RESTART): open it again.
+# klog.awk) to print everything up to its last marker (or its end, if its
+# cat died). The shell's open of the FIFO fails with EINTR when the
+# SIGCHLD of the reader's SIGCONT arrives meanwhile (busybox sh sets no
+# SA_RESTART): open it again.
 klog_wait() {
 	_tries=0
-	until read -r _ </tmp/klog.done 2>/dev/null; do
+	until read -r _ 2>/dev/null </tmp/klog.done; do
 		_tries=$((_tries + 1))
 		if [ "$_tries" -ge 8 ]; then
 			echo "# the kernel log reader did not answer"
 			return 1
 		fi
+	done
+}
+
+# klog_reader_alive: the reader's cat and awk both still exist (not
+# exited, not zombies): a dead one would leave klog_wait waiting forever.
+klog_reader_alive() {
+	for _pid in "$KLOG_READER" "$KLOG_FILTER"; do
+		_state=Z
+		read -r _ _ _state _ 2>/dev/null </proc/"$_pid"/stat || return 1
+		[ "$_state" != Z ] || return 1
 	done
 }
 
@@ -140,7 +151,7 @@ chain() {
 	# the line before each): the whole log would cost more serial output
 	# than the cells. The saved guest's reader (scripts/guest-init,
 	# klog.awk) prints them with no fork.
-	if [ -n "${KLOG_READER:-}" ]; then
+	if [ -n "${KLOG_READER:-}" ] && klog_reader_alive; then
 		echo "rgn: log reader flush" >/dev/kmsg
 		kill -CONT "$KLOG_READER"
 		klog_wait

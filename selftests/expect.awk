@@ -1,13 +1,15 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Checks rust_gfp_nolocks results lines against expectations.txt.
-# usage: awk -v flavor=F [-v max_gain=P -v max_loss=P] -f expect.awk expectations.txt RESULTS
+# usage: awk -v flavor=F [-v max_gain=P -v max_loss=P -v window_slack=P] -f expect.awk expectations.txt RESULTS
 # Columns of expectations.txt: flavor context allocator gfp path expect reason.
 # RESULTS: one results line per line (anything before "kind=" may add
 # key=value fields: kernel_alloc= and kernel_free=, the kernel's page
 # counts over the cell, are checked against max_gain and max_loss;
 # kernel_slab=, the change of the pages in slabs (nr_slab_reclaimable and
-# nr_slab_unreclaimable), excuses what slab rows' caches kept).
+# nr_slab_unreclaimable), excuses what slab rows' caches kept;
+# shell_alloc= and shell_free= (phase pagecheck), the same counters read by
+# the shell around the write, must hold the module's within window_slack).
 # Prints one line per results line:
 #   "ok|not_ok|retry<TAB>description<TAB>detail<TAB>row<TAB>spec"
 # retry: the cell must run again in a fresh kernel, unjudged: a path=pcp

@@ -9,8 +9,8 @@
 #
 # usage: awk -v done=FIFO -f klog.awk <records
 #   Skips the log up to "rgn: log reader ready", then prints until
-#   "rgn: log reader flush"; at each of the two it writes a line to FIFO,
-#   which the guest's shell waits on.
+#   "rgn: log reader flush"; at each of the two, and at its end, it writes
+#   a line to FIFO, which the guest's shell waits on.
 
 # signal: tells the waiting shell that everything before the marker is out.
 function signal() {
@@ -48,3 +48,7 @@ function signal() {
 		prev = line
 	}
 }
+
+# The cat ended (a read error: records overwritten, or one longer than its
+# buffer): the shell must not wait for a marker that will not come.
+END { signal() }
