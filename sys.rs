@@ -919,7 +919,7 @@ pub(crate) fn now_ns() -> u64 {
 /// and took back (`pgfree`), per-cpu events summed over the CPUs, and
 /// pages in slabs now (`nr_slab_reclaimable` + `nr_slab_unreclaimable`),
 /// the global counters without the CPUs' pending deltas.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub(crate) struct PageCounts {
     pub(crate) alloc: u64,
     pub(crate) free: u64,

@@ -390,13 +390,12 @@ phase_cases() {
 # whole system) may move over one cell in which the module frees every
 # page. Measured over the full matrix, the module reading the counters
 # around the cell: 0 or +1 on both flavors (all 893 cells of a make matrix
-# and of a make check's restores); earlier code, with the shell reading
-# /proc/vmstat around the write, -2 to +1 pages (lockdep) and -3 to +5
-# (rt); before the cells reused
-# vectors reserved at load and waited out the sleeping-report rate limit
-# first (settle), -46 to +4. A leak moves it up: a cell that kept its
-# pages gains 16 (one order-4 block) to 4096. A double free moves it down
-# as much.
+# and of a make check's restores). Earlier code, with the shell reading
+# /proc/vmstat around the write: -2 to +1 pages (lockdep), -3 to +5 (rt);
+# before the cells reused vectors reserved at load and waited out the
+# sleeping-report rate limit first (settle): -46 to +4. A leak moves it
+# up: a cell that kept its pages gains 16 (one order-4 block) to 4096. A
+# double free moves it down as much.
 CELL_PAGES_MAX_GAIN=8
 CELL_PAGES_MAX_LOSS=12
 # How far the shell's /proc/vmstat figures around a cell's write (phase
