@@ -230,6 +230,9 @@ pub(crate) struct Detector {
     /// Pages `free_pcppages_bulk()` gave back to the buddy lists under
     /// `zone->lock` (`mm_page_pcpu_drain`): a per-cpu list past its high mark.
     pub(crate) pcpu_drained: Atomic<u64>,
+    /// Every page `free_pcppages_bulk()` drained, in or out of a cell, by
+    /// any task: a per-cpu warm-up checks that its pages stayed listed.
+    pub(crate) pcpu_drained_total: Atomic<u64>,
     /// Pages the cell's body got from the page allocator (`mm_page_alloc`,
     /// per-cpu list or buddy lists): for a slab row, a new slab.
     pub(crate) page_allocs: Atomic<u64>,
@@ -277,6 +280,7 @@ impl Detector {
             kswapd_wakeups: Atomic::new(0),
             alloc_warnings: Atomic::new(0),
             pcpu_drained: Atomic::new(0),
+            pcpu_drained_total: Atomic::new(0),
             page_allocs: Atomic::new(0),
             page_frees: Atomic::new(0),
             after_rule: Atomic::new(false),
@@ -587,6 +591,7 @@ pub(crate) unsafe extern "C" fn pcpu_drain_probe(
 ) {
     // SAFETY: `data` is the registered `Detector`.
     let d = unsafe { detector(data) };
+    d.pcpu_drained_total.fetch_add(1, Relaxed);
     d.on_event(&d.pcpu_drained);
 }
 

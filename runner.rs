@@ -30,6 +30,8 @@ const RESULTS_RESERVED: usize = 512;
 /// How often a `path=pcp` cell is run again when its task left the CPU
 /// whose per-cpu list it filled.
 const PCP_ATTEMPTS: u32 = 5;
+/// Most warm-ups of a `path=pcp` cell whose pages the kernel drained.
+const WARM_ATTEMPTS: u32 = 3;
 /// Most blocks `path=slowpath` holds while memory is drained.
 const DRAIN_MAX_BLOCKS: usize = 1 << 16;
 /// Reasons a run of a cell does not answer it (`unsettled=`).
@@ -802,24 +804,37 @@ impl State {
     /// Returns that CPU.
     fn warm_pcp(&self, def: &AllocatorDef, gfp: sys::Gfp, order: u32, n: usize) -> Result<u32> {
         let mut pages = KVVec::<sys::Allocation>::with_capacity(n, GFP_KERNEL)?;
-        let guard = self.locks.spin.lock();
-        for _ in 0..n {
-            match (def.alloc)(gfp | sys::GFP_NOWARN, order) {
-                Some(p) => {
-                    if let Err(p) = pages.push_within_capacity(p) {
-                        drop(p);
+        let drained = &self.detector.pcpu_drained_total;
+        let mut cpu = 0;
+        for _ in 0..WARM_ATTEMPTS {
+            let drained_before = drained.load(Relaxed);
+            let guard = self.locks.spin.lock();
+            for _ in 0..n {
+                match (def.alloc)(gfp | sys::GFP_NOWARN, order) {
+                    Some(p) => {
+                        if let Err(p) = pages.push_within_capacity(p) {
+                            drop(p);
+                        }
                     }
+                    None => break,
                 }
-                None => break,
+            }
+            // The pages go back to this CPU's list under the lock.
+            while let Some(p) = pages.pop() {
+                drop(p);
+            }
+            cpu = sys::current_cpu();
+            drop(guard);
+            // A free that found the list at its high mark drained it
+            // (free_pcppages_bulk(), starting with the freed page's own
+            // list): the section would refill under zone->lock. The drain
+            // left room; warm up again.
+            if drained.load(Relaxed) == drained_before {
+                break;
             }
         }
-        // The pages go back to this CPU's list under the lock; the vector
-        // itself (perhaps vmalloc'ed, whose vfree() may sleep) after it.
-        while let Some(p) = pages.pop() {
-            drop(p);
-        }
-        let cpu = sys::current_cpu();
-        drop(guard);
+        // The vector itself (perhaps vmalloc'ed, whose vfree() may sleep)
+        // after the lock.
         drop(pages);
         Ok(cpu)
     }
