@@ -12,7 +12,8 @@ DEBUGFS=/sys/kernel/debug/rust_gfp_nolocks
 # Scratch files: /tmp in the guest; the host's judge gives each run its own.
 T=${RGN_TMP:-/tmp}
 CELL_NO=0
-# 1 in chain: run_cell prints its raw line for the host's judge.
+# 1 in chain: run_cell prints its raw line for the host's judge (which
+# rebuilds cells.results from them) instead of keeping it in a file.
 RAW_CELLS=0
 
 # fail DESCRIPTION: run.sh's KTAP failure; a chain's own, numbered 0 (the
@@ -50,6 +51,33 @@ vmstat_pages() {
 	done </proc/vmstat
 }
 
+# pages_quiet: waits, at most about 3 s, until the kernel's page counters
+# have stood still (one page of slack: the reads themselves) for two tenths
+# of a second in a row, before phase pagecheck opens the shell's window:
+# pages that earlier processes left to RCU or to workers (an exited task's
+# stack and page tables) are then freed before the window, not inside it.
+# Seen without it: a cell's window right after phase cases held 26 such
+# frees. The wait is a builtin read with a timeout on a FIFO nobody writes.
+pages_quiet() {
+	[ -p "$T/quiet.fifo" ] || mkfifo "$T/quiet.fifo"
+	_quiet=0
+	_tries=0
+	vmstat_pages
+	while [ "$_quiet" -lt 2 ] && [ "$_tries" -lt 30 ]; do
+		_alloc=$VM_ALLOC _free=$VM_FREE
+		# shellcheck disable=SC3045 # busybox sh's read has -t
+		read -r -t 0.1 _ <>"$T/quiet.fifo" || true
+		vmstat_pages
+		if [ $((VM_ALLOC - _alloc)) -le 1 ] && [ $((VM_FREE - _free)) -le 1 ]; then
+			_quiet=$((_quiet + 1))
+		else
+			_quiet=0
+		fi
+		_tries=$((_tries + 1))
+	done
+	[ "$_quiet" -ge 2 ] || echo "# pages still moving after $_tries tenths of a second: the window opens anyway"
+}
+
 # write_spec SPEC: one write of SPEC to run; a refusal is reported on stderr
 # (echo, not printf: busybox's printf does not report a failed write).
 write_spec() { echo "$1" >"$DEBUGFS/run"; }
@@ -67,6 +95,7 @@ run_cell() {
 	# meanwhile (deferred frees, a new worker) is not the cell's.
 	echo 1 >"$DEBUGFS/settle" 2>/dev/null || true
 	if [ "$SHELL_PAGES" -eq 1 ]; then
+		pages_quiet
 		vmstat_pages
 		alloc0=$VM_ALLOC free0=$VM_FREE slab0=$VM_SLAB
 	fi
@@ -86,35 +115,34 @@ run_cell() {
 	fi
 	read -r RESULT_LINE <"$DEBUGFS/last"
 	_raw="cell=$CELL_NO$_shell $RESULT_LINE"
-	echo "$_raw" >>"$T/cells.results"
-	[ "$RAW_CELLS" -eq 0 ] || echo "# CELL $_raw"
+	if [ "$RAW_CELLS" -eq 1 ]; then
+		echo "# CELL $_raw"
+	else
+		echo "$_raw" >>"$T/cells.results"
+	fi
 	echo "# RESULT $RESULT_LINE"
 }
 
-# klog_wait: waits for the kernel log reader (scripts/guest-init,
-# klog.awk) to print everything up to its last marker (or its end, if its
-# cat died). The shell's open of the FIFO fails with EINTR when the
-# SIGCHLD of the reader's SIGCONT arrives meanwhile (busybox sh sets no
-# SA_RESTART): open it again.
+# klog_wait: waits for the kernel log reader's answer on its FIFO
+# (scripts/guest-init, klog.awk), which the saved guest keeps open
+# read-write on fd 4: "done" once it printed everything up to its last
+# marker, "end" once its cat ended (what it printed may stop short). Fails
+# unless "done". Held open, the FIFO neither makes the reader's open wait
+# nor loses an answer between two reads: a read that the SIGCHLD of the
+# reader's SIGCONT interrupts (busybox sh sets no SA_RESTART) is just tried
+# again, and a dead reader costs the timeouts, not a hang.
 klog_wait() {
 	_tries=0
-	until read -r _ 2>/dev/null </tmp/klog.done; do
-		_tries=$((_tries + 1))
-		if [ "$_tries" -ge 8 ]; then
-			echo "# the kernel log reader did not answer"
-			return 1
+	while [ "$_tries" -lt 4 ]; do
+		# shellcheck disable=SC3045 # busybox sh's read has -t
+		if read -r -t 2 _answer <&4; then
+			[ "$_answer" = "done" ]
+			return
 		fi
+		_tries=$((_tries + 1))
 	done
-}
-
-# klog_reader_alive: the reader's cat and awk both still exist (not
-# exited, not zombies): a dead one would leave klog_wait waiting forever.
-klog_reader_alive() {
-	for _pid in "$KLOG_READER" "$KLOG_FILTER"; do
-		_state=Z
-		read -r _ _ _state _ 2>/dev/null </proc/"$_pid"/stat || return 1
-		[ "$_state" != Z ] || return 1
-	done
+	echo "# the kernel log reader did not answer"
+	return 1
 }
 
 # chain SPEC...: (in a restore of the saved state) the cells in order,
@@ -126,7 +154,6 @@ klog_reader_alive() {
 # (the saved guest cleared it), for run.sh's phase judge on the host.
 chain() {
 	RAW_CELLS=1
-	: >"$T/cells.results"
 	read -r _up _ </proc/uptime
 	echo "# phase chain at $_up"
 	for _spec in "$@"; do echo "# CASE $_spec"; done
@@ -151,13 +178,13 @@ chain() {
 	# the line before each): the whole log would cost more serial output
 	# than the cells. The saved guest's reader (scripts/guest-init,
 	# klog.awk) prints them with no fork.
-	if [ -n "${KLOG_READER:-}" ] && klog_reader_alive; then
+	if [ -n "${KLOG_READER:-}" ]; then
 		echo "rgn: log reader flush" >/dev/kmsg
 		kill -CONT "$KLOG_READER"
-		klog_wait
-		# Its cat died on the way (a read error): what it printed may stop
-		# short. The judge reads the log after the last RGN-DMESG.
-		klog_reader_alive && return
+		klog_wait && return
+		# Its cat ended (a read error, or killed) or it did not answer:
+		# what it printed may stop short. The judge reads the log after
+		# the last RGN-DMESG.
 		echo "RGN-DMESG"
 	fi
 	echo "# kernel log from dmesg (no log reader)"

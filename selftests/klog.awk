@@ -9,13 +9,14 @@
 #
 # usage: awk -v done=FIFO -f klog.awk <records
 #   Skips the log up to "rgn: log reader ready", then prints until
-#   "rgn: log reader flush"; at each of the two, and at its end, it writes
-#   a line to FIFO, which the guest's shell waits on.
+#   "rgn: log reader flush"; at each of the two it writes "done" to FIFO,
+#   which the guest's shell waits on, and "end" at its end.
 
-# signal: tells the waiting shell that everything before the marker is out.
-function signal() {
+# signal(answer): tells the waiting shell that everything before the
+# marker is out ("done"), or that the log ended ("end").
+function signal(answer) {
 	fflush()
-	print "done" >done
+	print answer >done
 	close(done)
 }
 
@@ -28,13 +29,13 @@ function signal() {
 	text = substr($0, semi + 1)
 	if (text == "rgn: log reader ready") {
 		printing = 1
-		signal()
+		signal("done")
 		next
 	}
 	if (!printing)
 		next
 	if (text == "rgn: log reader flush") {
-		signal()
+		signal("done")
 		next
 	}
 	usec = field[3]
@@ -51,4 +52,4 @@ function signal() {
 
 # The cat ended (a read error: records overwritten, or one longer than its
 # buffer): the shell must not wait for a marker that will not come.
-END { signal() }
+END { signal("end") }
