@@ -255,6 +255,21 @@ impl Vm {
         Ok(())
     }
 
+    /// How many translation blocks TCG holds (HMP `info jit`). `loadvm`
+    /// flushes them all (QEMU's `cpu_common_post_load()`), so after a
+    /// command this is the code the restore translated again.
+    fn translation_blocks(&mut self) -> Option<u64> {
+        let out = self
+            .qmp_command(
+                "human-monitor-command",
+                Some(serde_json::json!({ "command-line": "info jit" })),
+            )
+            .ok()?;
+        out.as_str()?
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("TB count")?.trim().parse().ok())
+    }
+
     /// The console log since the last call (what a restore printed,
     /// including what came after its RGN-EXIT, while the host judged).
     fn take_console(&mut self) -> String {
@@ -480,10 +495,13 @@ impl Runner {
         let vm = self.vm.as_mut().expect("restored above");
         let result = vm.run(command, self.opts.timeout);
         if std::env::var_os("RGN_RESTORE_TRACE").is_some() {
+            let took = t0.elapsed() - t_loaded;
             eprintln!(
-                "rgn-restore: trace: loadvm {:.3} s, command to RGN-EXIT {:.3} s",
+                "rgn-restore: trace: loadvm {:.3} s, command to RGN-EXIT {:.3} s, {} translation blocks",
                 t_loaded.as_secs_f64(),
-                (t0.elapsed() - t_loaded).as_secs_f64()
+                took.as_secs_f64(),
+                vm.translation_blocks()
+                    .map_or_else(|| "?".to_string(), |n| n.to_string())
             );
         }
         let console = vm.take_console();
