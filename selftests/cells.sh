@@ -51,7 +51,7 @@ vmstat_pages() {
 	done </proc/vmstat
 }
 
-# pages_quiet: waits, at most about 3 s, until the kernel's page counters
+# pages_quiet: waits, at most about 4 s, until the kernel's page counters
 # have stood still (one page of slack: the reads themselves) for two tenths
 # of a second in a row, before phase pagecheck opens the shell's window:
 # pages that earlier processes left to RCU or to workers (an exited task's
@@ -167,6 +167,7 @@ chain() {
 		read -r _armed <"$DEBUGFS/lockdep"
 		[ "$_armed" = armed ] || _stopped=1
 	done
+	RAW_CELLS=0
 	read -r _up _ </proc/uptime
 	echo "# chain end at $_up"
 	# The clock the cells' timings used: the saved guest's TSC, unless
@@ -180,11 +181,13 @@ chain() {
 	# klog.awk) prints them with no fork.
 	if [ -n "${KLOG_READER:-}" ]; then
 		echo "rgn: log reader flush" >/dev/kmsg
-		kill -CONT "$KLOG_READER"
+		# A reader killed earlier may be reaped already: no such process.
+		kill -CONT "$KLOG_READER" 2>/dev/null
 		klog_wait && return
 		# Its cat ended (a read error, or killed) or it did not answer:
-		# what it printed may stop short. The judge reads the log after
-		# the last RGN-DMESG.
+		# what it printed may stop short, and a slow one must not print
+		# after dmesg. The judge reads the log after the last RGN-DMESG.
+		kill -KILL "$KLOG_READER" "$KLOG_FILTER" 2>/dev/null
 		echo "RGN-DMESG"
 	fi
 	echo "# kernel log from dmesg (no log reader)"
