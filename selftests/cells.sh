@@ -58,6 +58,8 @@ vmstat_pages() {
 # stack and page tables) are then freed before the window, not inside it.
 # Seen without it: a cell's window right after phase cases held 26 such
 # frees. The wait is a builtin read with a timeout on a FIFO nobody writes.
+# Leaves VM_ALLOC, VM_FREE and VM_SLAB from its last read, which opens the
+# window.
 pages_quiet() {
 	[ -p "$T/quiet.fifo" ] || mkfifo "$T/quiet.fifo"
 	_quiet=0
@@ -96,7 +98,6 @@ run_cell() {
 	echo 1 >"$DEBUGFS/settle" 2>/dev/null || true
 	if [ "$SHELL_PAGES" -eq 1 ]; then
 		pages_quiet
-		vmstat_pages
 		alloc0=$VM_ALLOC free0=$VM_FREE slab0=$VM_SLAB
 	fi
 	echo "rgn: cell $CELL_NO begin" >/dev/kmsg
