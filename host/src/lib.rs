@@ -6,6 +6,8 @@
 //! compact table per flavor in the spirit of `lib/locking-selftest.c`, the
 //! differences between flavors, a timing summary and an SVG heatmap.
 
+pub mod select;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -3,6 +3,8 @@
 //! `rgn-report`: merge the boots of a flavor into JSON, and show or draw
 //! the results of one or more flavors.
 
+use lexopt::prelude::*;
+use rgn_report::select::Selection;
 use rgn_report::{
     config_flags, diff, explain, merge, parse_boot, parse_cases, same_answers, svg, unanswered,
     Report, LEGEND,
@@ -10,14 +12,33 @@ use rgn_report::{
 use std::path::Path;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage:
-  rgn-report merge --kernel VERSION --flavor FLAVOR --config DOT_CONFIG --out JSON BOOT_OUTPUT...
-  rgn-report show JSON...
-  rgn-report svg --out SVG JSON...
-  rgn-report same OUTPUT... -- OUTPUT...   (same answers in both runs; exit 1 if not)
-  rgn-report complete OUTPUT...            (every '# CASE' has a settled result; exit 1 if not)
-  rgn-report diff JSON JSON                (the cells whose answer differs)
-  rgn-report explain [--cells] JSON...     (the lock behind each report, and what it is)";
+const USAGE: &str = "usage: rgn-report COMMAND [ARGS]
+
+  merge --kernel VERSION --flavor FLAVOR --config DOT_CONFIG --out JSON BOOT_OUTPUT...
+        the guest outputs of one flavor's run, merged into one results file
+  show [--diff-only] JSON...
+        the tables of each results file, then what differs between consecutive
+        files (--diff-only: only that)
+  svg --out SVG JSON...
+        the heatmap of the results files
+  same OUTPUT... -- OUTPUT...
+        the two runs give the same answers (exit 1 if not)
+  complete [--select SELECTION] OUTPUT...
+        every '# CASE' (of the selection) has a settled result (exit 1 if not)
+  diff JSON JSON
+        the cells whose answer differs; exit 1 if any does, so CI can gate on it
+  explain [--cells] JSON...
+        the lock behind each report, and what it is (--cells: cell by cell)
+  select SELECTION [SPECS_FILE...]
+        the specs (one a line; standard input without a file) that SELECTION
+        picks; an unknown name is an error that lists the valid ones
+
+SELECTION: KEY=VALUE[,VALUE...] terms, all of which must hold, matched against
+the keys of a cell's spec: ctx, alloc, gfp, order, path, n, control.
+Example: 'ctx=raw_spin_lock alloc=kmalloc,get_free_page'.
+
+Exit status: 0 done (or no difference), 1 a check or diff found something,
+2 bad usage or unreadable input. --help prints this.";
 
 fn read(path: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))
@@ -47,32 +68,64 @@ fn load(path: &str) -> Result<Report, String> {
     Ok(report)
 }
 
-/// `--key value` options, and the positional arguments.
-type Options<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>);
 
-/// Splits `--key value` options from positional arguments.
-fn options<'a>(args: &'a [String], keys: &[&str]) -> Result<Options<'a>, String> {
-    let (mut opts, mut rest) = (Vec::new(), Vec::new());
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if let Some(key) = a.strip_prefix("--") {
-            if !keys.contains(&key) {
-                return Err(format!("unknown option --{key}"));
-            }
-            let v = it.next().ok_or_else(|| format!("--{key} needs a value"))?;
-            opts.push((key, v.as_str()));
-        } else {
-            rest.push(a.as_str());
-        }
-    }
-    Ok((opts, rest))
+/// A command's arguments: the `--key value` options it takes, the flags,
+/// and its positional arguments, parsed with lexopt (an unknown option is
+/// an error that names it).
+struct Args {
+    opts: Vec<(&'static str, String)>,
+    flags: Vec<&'static str>,
+    files: Vec<String>,
 }
 
-fn required<'a>(opts: &[(&str, &'a str)], key: &str) -> Result<&'a str, String> {
-    opts.iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| format!("--{key} is required"))
+impl Args {
+    fn parse(
+        parser: &mut lexopt::Parser,
+        keys: &[&'static str],
+        flags: &[&'static str],
+    ) -> Result<Self, String> {
+        let mut args = Args {
+            opts: Vec::new(),
+            flags: Vec::new(),
+            files: Vec::new(),
+        };
+        while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+            match arg {
+                Long(name) => {
+                    if let Some(k) = keys.iter().find(|k| **k == name) {
+                        let v = parser.value().map_err(|e| e.to_string())?;
+                        args.opts.push((k, v.string().map_err(|e| e.to_string())?));
+                    } else if let Some(f) = flags.iter().find(|f| **f == name) {
+                        args.flags.push(f);
+                    } else {
+                        return Err(arg.unexpected().to_string());
+                    }
+                }
+                Value(v) => args.files.push(v.string().map_err(|e| e.to_string())?),
+                _ => return Err(arg.unexpected().to_string()),
+            }
+        }
+        Ok(args)
+    }
+
+    fn required(&self, key: &str) -> Result<&str, String> {
+        self.opts
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+            .ok_or_else(|| format!("--{key} is required"))
+    }
+
+    fn optional(&self, key: &str) -> Option<&str> {
+        self.opts
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.flags.contains(&name)
+    }
 }
 
 /// Outputs of runs from a saved VM state are named `restore-*` by
@@ -84,48 +137,61 @@ fn is_restore(path: &str) -> bool {
         .is_some_and(|n| n.starts_with("restore-"))
 }
 
-fn cmd_merge(args: &[String]) -> Result<(), String> {
-    let (opts, files) = options(args, &["kernel", "flavor", "config", "out"])?;
-    if files.is_empty() {
+fn cmd_merge(p: &mut lexopt::Parser) -> Result<bool, String> {
+    let a = Args::parse(p, &["kernel", "flavor", "config", "out"], &[])?;
+    if a.files.is_empty() {
         return Err("merge needs at least one boot output".into());
     }
-    let cells = merged(&files)?;
+    let cells = merged(&a.files)?;
     let report = Report {
-        kernel: required(&opts, "kernel")?.to_string(),
-        flavor: required(&opts, "flavor")?.to_string(),
-        config: config_flags(&read(required(&opts, "config")?)?),
-        boots: files.iter().filter(|f| !is_restore(f)).count() as u32,
-        restores: files.iter().filter(|f| is_restore(f)).count() as u32,
+        kernel: a.required("kernel")?.to_string(),
+        flavor: a.required("flavor")?.to_string(),
+        config: config_flags(&read(a.required("config")?)?),
+        boots: a.files.iter().filter(|f| !is_restore(f)).count() as u32,
+        restores: a.files.iter().filter(|f| is_restore(f)).count() as u32,
         cells,
     };
     if report.cells.is_empty() {
         return Err("the boot outputs hold no results".into());
     }
     let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-    write(required(&opts, "out")?, &(json + "\n"))
+    write(a.required("out")?, &(json + "\n"))?;
+    Ok(true)
 }
 
-fn cmd_show(args: &[String]) -> Result<(), String> {
-    let reports = args
-        .iter()
-        .map(|p| load(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    for r in &reports {
-        println!("{}", r.table());
+fn load_all(files: &[String]) -> Result<Vec<Report>, String> {
+    files.iter().map(|f| load(f)).collect()
+}
+
+fn print_differences(a: &Report, b: &Report, names: (String, String)) -> usize {
+    let d = diff(a, b);
+    println!("differences between {} and {}: {}", names.0, names.1, d.len());
+    for line in &d {
+        println!("  {line}");
     }
-    println!("{LEGEND}\n");
-    for pair in reports.windows(2) {
-        let d = diff(&pair[0], &pair[1]);
-        println!(
-            "differences between {} and {}: {}",
-            pair[0].flavor,
-            pair[1].flavor,
-            d.len()
-        );
-        for line in d {
-            println!("  {line}");
+    d.len()
+}
+
+fn cmd_show(p: &mut lexopt::Parser) -> Result<bool, String> {
+    let a = Args::parse(p, &[], &["diff-only"])?;
+    let reports = load_all(&a.files)?;
+    if reports.is_empty() {
+        return Err("show needs at least one results file".into());
+    }
+    let diff_only = a.flag("diff-only");
+    if !diff_only {
+        for r in &reports {
+            println!("{}", r.table());
         }
+        println!("{LEGEND}\n");
+    }
+    for pair in reports.windows(2) {
+        let names = (pair[0].flavor.clone(), pair[1].flavor.clone());
+        print_differences(&pair[0], &pair[1], names);
         println!();
+    }
+    if diff_only {
+        return Ok(true);
     }
     for r in &reports {
         print!("{}", r.timing());
@@ -141,7 +207,7 @@ fn cmd_show(args: &[String]) -> Result<(), String> {
             }
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Merges the guest outputs of one run.
@@ -159,7 +225,17 @@ fn merged<S: AsRef<str>>(files: &[S]) -> Result<Vec<rgn_report::Cell>, String> {
     Ok(cells)
 }
 
-fn cmd_same(args: &[String]) -> Result<bool, String> {
+fn cmd_same(p: &mut lexopt::Parser) -> Result<bool, String> {
+    // The two lists are split by a literal "--", which lexopt would take
+    // as the end of options: read the words raw.
+    let args: Vec<String> = p
+        .raw_args()
+        .map_err(|e| e.to_string())?
+        .map(|a| a.into_string().map_err(|a| format!("not UTF-8: {a:?}")))
+        .collect::<Result<_, _>>()?;
+    if let Some(bad) = args.iter().find(|a| a.starts_with('-') && *a != "--") {
+        return Err(format!("invalid option '{bad}'"));
+    }
     let split = args
         .iter()
         .position(|a| a == "--")
@@ -172,16 +248,25 @@ fn cmd_same(args: &[String]) -> Result<bool, String> {
     Ok(all)
 }
 
-fn cmd_complete(files: &[String]) -> Result<bool, String> {
+fn cmd_complete(p: &mut lexopt::Parser) -> Result<bool, String> {
+    let a = Args::parse(p, &["select"], &[])?;
     let mut cases = Vec::new();
-    for f in files {
+    for f in &a.files {
         cases.extend(parse_cases(&read(f)?));
     }
     if cases.is_empty() {
         println!("no '# CASE' line in the outputs: nothing says which cells must be answered");
         return Ok(false);
     }
-    let missing = unanswered(&cases, &merged(files)?);
+    if let Some(text) = a.optional("select") {
+        let picked: Vec<String> = Selection::parse(text)?
+            .pick(&cases)?
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        cases = picked;
+    }
+    let missing = unanswered(&cases, &merged(&a.files)?);
     let distinct = {
         let mut c = cases.clone();
         c.sort();
@@ -199,66 +284,96 @@ fn cmd_complete(files: &[String]) -> Result<bool, String> {
     Ok(missing.is_empty())
 }
 
-fn cmd_diff(args: &[String]) -> Result<(), String> {
-    let [a, b] = args else {
+/// Exits 1 (returns false) when any cell's answer differs.
+fn cmd_diff(p: &mut lexopt::Parser) -> Result<bool, String> {
+    let a = Args::parse(p, &[], &[])?;
+    let [x, y] = a.files.as_slice() else {
         return Err("diff needs two results files".into());
     };
-    let (a, b) = (load(a)?, load(b)?);
-    let d = diff(&a, &b);
+    let (x, y) = (load(x)?, load(y)?);
     let name = |r: &Report| format!("{} {}", r.kernel, r.flavor);
-    println!(
-        "differences between {} and {}: {}",
-        name(&a),
-        name(&b),
-        d.len()
-    );
-    for line in d {
-        println!("  {line}");
-    }
-    Ok(())
+    Ok(print_differences(&x, &y, (name(&x), name(&y))) == 0)
 }
 
-fn cmd_explain(args: &[String]) -> Result<(), String> {
-    let cells = args.first().is_some_and(|a| a == "--cells");
-    let files = &args[usize::from(cells)..];
-    if files.is_empty() {
+fn cmd_explain(p: &mut lexopt::Parser) -> Result<bool, String> {
+    let a = Args::parse(p, &[], &["cells"])?;
+    if a.files.is_empty() {
         return Err("explain needs at least one results file".into());
     }
-    for f in files {
-        print!("{}", explain(&load(f)?, cells));
+    for f in &a.files {
+        print!("{}", explain(&load(f)?, a.flag("cells")));
     }
-    Ok(())
+    Ok(true)
 }
 
-fn cmd_svg(args: &[String]) -> Result<(), String> {
-    let (opts, files) = options(args, &["out"])?;
-    let reports = files
-        .iter()
-        .map(|p| load(p))
-        .collect::<Result<Vec<_>, _>>()?;
+fn cmd_svg(p: &mut lexopt::Parser) -> Result<bool, String> {
+    let a = Args::parse(p, &["out"], &[])?;
+    let reports = load_all(&a.files)?;
     if reports.is_empty() {
         return Err("svg needs at least one results file".into());
     }
-    write(required(&opts, "out")?, &svg(&reports))
+    write(a.required("out")?, &svg(&reports))?;
+    Ok(true)
+}
+
+fn cmd_select(p: &mut lexopt::Parser) -> Result<bool, String> {
+    let a = Args::parse(p, &[], &[])?;
+    let (text, files) = a
+        .files
+        .split_first()
+        .ok_or("select needs a SELECTION, for example 'ctx=raw_spin_lock alloc=kmalloc'")?;
+    let selection = Selection::parse(text)?;
+    let input = if files.is_empty() {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read stdin: {e}"))?
+    } else {
+        files.iter().map(|f| read(f)).collect::<Result<String, _>>()?
+    };
+    let specs: Vec<&str> = input
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    for spec in selection.pick(&specs)? {
+        println!("{spec}");
+    }
+    Ok(true)
+}
+
+fn run() -> Result<bool, String> {
+    let mut p = lexopt::Parser::from_env();
+    let command = match p.next().map_err(|e| e.to_string())? {
+        Some(Value(c)) => c.string().map_err(|e| e.to_string())?,
+        Some(Long("help") | Short('h')) => {
+            println!("{USAGE}");
+            return Ok(true);
+        }
+        Some(arg) => return Err(arg.unexpected().to_string()),
+        None => return Err("a COMMAND is needed (--help lists them)".into()),
+    };
+    // --help anywhere after a command is its usage too.
+    if std::env::args().skip(2).any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(true);
+    }
+    match command.as_str() {
+        "merge" => cmd_merge(&mut p),
+        "show" => cmd_show(&mut p),
+        "svg" => cmd_svg(&mut p),
+        "same" => cmd_same(&mut p),
+        "complete" => cmd_complete(&mut p),
+        "diff" => cmd_diff(&mut p),
+        "explain" => cmd_explain(&mut p),
+        "select" => cmd_select(&mut p),
+        other => Err(format!("unknown command '{other}' (--help lists them)")),
+    }
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("merge") => cmd_merge(&args[1..]).map(|()| true),
-        Some("show") => cmd_show(&args[1..]).map(|()| true),
-        Some("svg") => cmd_svg(&args[1..]).map(|()| true),
-        Some("same") => cmd_same(&args[1..]),
-        Some("complete") => cmd_complete(&args[1..]),
-        Some("diff") => cmd_diff(&args[1..]).map(|()| true),
-        Some("explain") => cmd_explain(&args[1..]).map(|()| true),
-        _ => Err(USAGE.to_string()),
-    };
-    match result {
+    match run() {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("rgn-report: {e}");
+            eprintln!("rgn-report: error: {e}\nusage: rgn-report COMMAND [ARGS] (rgn-report --help)");
             ExitCode::from(2)
         }
     }
