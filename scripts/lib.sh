@@ -49,6 +49,19 @@ case ":$PATH:" in
 esac
 export PATH
 
+# help_if_asked ARGS: a script's --help (or -h) as its first argument prints
+# its header comment, which holds its usage, and exits 0. Runs as lib.sh is
+# sourced, on the script's own arguments.
+help_if_asked() {
+	case ${1:-} in
+	-h | --help)
+		sed -n '3,/^set -eu$/{/^set -eu$/d; /^#!/d; s/^# \{0,1\}//; p}' "$0"
+		exit 0
+		;;
+	esac
+}
+help_if_asked "$@"
+
 log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 die() {
 	printf '%s: error: %s\n' "${0##*/}" "$*" >&2
@@ -73,6 +86,7 @@ step() {
 }
 
 check_flavor() {
+	case $1 in -*) die "unknown option '$1' (--help prints the usage)" ;; esac
 	case " $FLAVORS " in
 	*" $1 "*) ;;
 	*) die "unknown flavor '$1': use one of: $FLAVORS" ;;
@@ -255,7 +269,7 @@ parse_flavors() {
 			FLAVOR_LIST="$FLAVOR_LIST $2"
 			shift
 			;;
-		*) die "unknown argument '$1' (only --flavor FLAVOR, repeatable)" ;;
+		*) die "unknown argument '$1' (only --flavor FLAVOR, repeatable; --help prints the usage)" ;;
 		esac
 		shift
 	done

@@ -39,6 +39,12 @@
 # Cells that lockdep could not check are printed as "# RETRY <spec>" for the
 # host to run again in a fresh boot.
 set -u
+case ${1:-} in
+-h | --help)
+	sed -n '3,/^set -u$/{/^set -u$/d; s/^# \{0,1\}//; p}' "$0"
+	exit 0
+	;;
+esac
 
 SELFTESTS=$(dirname "$0")
 # The kernel tree's helpers, copied into the guest by scripts/vm (the host

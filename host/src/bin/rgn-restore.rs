@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage:
+const USAGE: &str = "usage: (--help prints this)
   rgn-restore --state DIR --out DIR --flavor FLAVOR [--timeout SECS] --cmd COMMAND
       one restore running COMMAND; its output on stdout, its exit status
   rgn-restore --state DIR --out DIR --flavor FLAVOR [--timeout SECS] --lane NAME
@@ -962,26 +962,76 @@ fn fail_cells(
     }
 }
 
+/// The command line, parsed with lexopt: an unknown option or a missing
+/// value is an error that names it.
+#[derive(Default)]
+struct Cli {
+    state: Option<PathBuf>,
+    out: Option<PathBuf>,
+    flavor: Option<String>,
+    timeout: Option<u64>,
+    cmd: Option<String>,
+    chain: Option<usize>,
+    lane: Option<String>,
+    specs: Option<PathBuf>,
+    list: Option<PathBuf>,
+    judge: Option<String>,
+}
+
+/// `Ok(None)` when `--help` was asked.
+fn parse_cli() -> Result<Option<Cli>, String> {
+    use lexopt::prelude::*;
+    let mut cli = Cli::default();
+    let mut p = lexopt::Parser::from_env();
+    let text = |p: &mut lexopt::Parser| -> Result<String, String> {
+        p.value()
+            .map_err(|e| e.to_string())?
+            .string()
+            .map_err(|e| e.to_string())
+    };
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("help") | Short('h') => return Ok(None),
+            Long("state") => cli.state = Some(text(&mut p)?.into()),
+            Long("out") => cli.out = Some(text(&mut p)?.into()),
+            Long("flavor") => cli.flavor = Some(text(&mut p)?),
+            Long("timeout") => {
+                let t = text(&mut p)?;
+                cli.timeout = Some(t.parse().map_err(|_| format!("--timeout takes whole seconds, not '{t}'"))?);
+            }
+            Long("cmd") => cli.cmd = Some(text(&mut p)?),
+            Long("chain") => {
+                let c = text(&mut p)?;
+                cli.chain = Some(c.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    format!("--chain takes a number of cells, at least 1, not '{c}'")
+                })?);
+            }
+            Long("lane") => cli.lane = Some(text(&mut p)?),
+            Long("specs") => cli.specs = Some(text(&mut p)?.into()),
+            Long("list") => cli.list = Some(text(&mut p)?.into()),
+            Long("judge") => cli.judge = Some(text(&mut p)?),
+            _ => return Err(arg.unexpected().to_string()),
+        }
+    }
+    Ok(Some(cli))
+}
+
+fn usage_error(e: &str) -> ExitCode {
+    eprintln!("rgn-restore: error: {e}\n{USAGE}");
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let get = |key: &str| -> Option<String> {
-        let i = args.iter().position(|a| a == key)?;
-        args.get(i + 1).cloned()
-    };
-    let (state, out, flavor) = match (get("--state"), get("--out"), get("--flavor")) {
-        (Some(s), Some(o), Some(f)) => (PathBuf::from(s), PathBuf::from(o), f),
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
+    let cli = match parse_cli() {
+        Ok(Some(cli)) => cli,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
         }
+        Err(e) => return usage_error(&e),
     };
-    let timeout = match get("--timeout").map(|t| t.parse::<u64>()) {
-        None => Duration::from_secs(120),
-        Some(Ok(t)) => Duration::from_secs(t),
-        Some(Err(_)) => {
-            eprintln!("rgn-restore: --timeout takes whole seconds\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    let (Some(state), Some(out), Some(flavor)) = (cli.state, cli.out, cli.flavor) else {
+        return usage_error("--state, --out and --flavor are required");
     };
     if let Err(e) = fs::create_dir_all(&out) {
         eprintln!("rgn-restore: error: cannot create {}: {e}", out.display());
@@ -991,34 +1041,22 @@ fn main() -> ExitCode {
         state,
         out,
         flavor,
-        timeout,
+        timeout: Duration::from_secs(cli.timeout.unwrap_or(120)),
     };
-    if let Some(cmd) = get("--cmd") {
-        return run_command(opts, &cmd);
-    }
-    let chain = match get("--chain").map(|c| c.parse::<usize>()) {
-        None => 16,
-        Some(Ok(c)) if c > 0 => c,
-        _ => {
-            eprintln!("rgn-restore: --chain takes a number of cells, at least 1\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match (get("--lane"), get("--specs"), get("--list"), get("--judge")) {
-        (Some(name), Some(specs), Some(list), Some(judge)) => run_lane(
+    let lane = (cli.lane, cli.specs, cli.list, cli.judge);
+    match (cli.cmd, lane) {
+        (Some(cmd), (None, None, None, None)) if cli.chain.is_none() => run_command(opts, &cmd),
+        (None, (Some(name), Some(specs), Some(list), Some(judge))) => run_lane(
             opts,
             Lane {
                 name,
-                specs: PathBuf::from(specs),
-                list: PathBuf::from(list),
+                specs,
+                list,
                 judge,
-                chain,
+                chain: cli.chain.unwrap_or(16),
             },
         ),
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
-        }
+        _ => usage_error("give either --cmd, or --lane with --specs, --list and --judge"),
     }
 }
 
