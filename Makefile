@@ -6,6 +6,7 @@
 #   make matrix                             the full matrix on both test kernels
 #   make matrix CELLS='ctx=raw_spin_lock alloc=kmalloc' FLAVOR=rt
 #                                           only the cells and flavor named
+#   make matrix DOCS=1                      also write docs/matrix-VERSION.md
 #   make check                              the tests (CI runs this)
 
 KDIR ?= /lib/modules/$(shell uname -r)/build
@@ -33,6 +34,7 @@ KERNELS ?=
 KSRC ?=
 CELLS ?=
 FLAVOR ?=
+DOCS ?=
 
 default: modules
 
@@ -49,7 +51,7 @@ modules clean rust-analyzer: kdir-check
 # make matrix KERNELS="7.2 7.3" runs on both and prints what differs;
 # make matrix KSRC=/path/to/linux builds and runs your own source tree.
 matrix:
-	KERNEL=$(KERNEL) KERNELS="$(KERNELS)" KSRC="$(KSRC)" CELLS='$(CELLS)' scripts/matrix $(addprefix --flavor ,$(FLAVOR))
+	KERNEL=$(KERNEL) KERNELS="$(KERNELS)" KSRC="$(KSRC)" CELLS='$(CELLS)' scripts/matrix $(if $(DOCS),--docs) $(addprefix --flavor ,$(FLAVOR))
 
 check:
 	KERNEL=$(KERNEL) scripts/check $(addprefix --flavor ,$(FLAVOR))

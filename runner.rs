@@ -367,7 +367,11 @@ impl State {
                 Outcome::Ran => Ok(()),
                 Outcome::RefusedLowMemory => Err(ENOMEM),
             },
-            Spec::All => self.run_all(|_| true),
+            Spec::All(selection) => {
+                self.run_all(|cell| selection.matches(cell))?;
+                self.summary();
+                Ok(())
+            }
         }
     }
 

@@ -17,19 +17,19 @@
 //! `mm_page_alloc_zone_locked` and `mm_page_alloc_extfrag` tracepoints),
 //! and reports the path it took.
 //!
-//! Spec grammar written to `run` (one cell, or `all`):
+//! Spec grammar written to `run` (one cell, or `all` and a selection):
 //!
 //! ```text
-//! ctx=CONTEXT alloc=ALLOCATOR gfp=MASK [order=N] [path=zone_lock|pcp] [n=N]
+//! ctx=CONTEXT alloc=ALLOCATOR gfp=MASK [order=N] [path=zone_lock|pcp|slowpath|new_slab] [n=N]
 //! control=CONTROL
-//! all
+//! all [KEY=VALUE[,VALUE...]]...
 //! ```
 //!
 //! `cases` lists every cell this kernel can run in that grammar; `results`
 //! has one `key=value` line per cell run (see the README for the keys).
 //!
 //! One file per concern: `sys` (the FFI corner), `tables`, `spec`,
-//! `detector`, `runner` and `debugfs`.
+//! `select` (selections by name), `detector`, `runner` and `debugfs`.
 
 /// A module parameter's value, by copy: `value()` returns one where the
 /// kernel crate has `value_ref()` beside it (detected by `Kbuild`), and a
@@ -47,6 +47,7 @@ macro_rules! param {
 mod debugfs;
 mod detector;
 mod runner;
+mod select;
 mod spec;
 mod sys;
 mod tables;
@@ -66,19 +67,7 @@ module! {
     params: {
         autorun: u32 {
             default: 0,
-            description: "1: run the selected cells at load time and log a summary",
-        },
-        contexts: u64 {
-            default: u64::MAX,
-            description: "Autorun: bit i selects row i of the contexts table (see the tables file)",
-        },
-        masks: u64 {
-            default: u64::MAX,
-            description: "Autorun: bit i selects row i of the GFP masks table",
-        },
-        allocators: u64 {
-            default: u64::MAX,
-            description: "Autorun: bit i selects row i of the allocators table",
+            description: "1: run every cell at load time and log a summary (a selection by name: write 'all KEY=VALUE...' to run)",
         },
         controls: u32 {
             default: 1,
@@ -150,17 +139,16 @@ impl kernel::Module for GfpNoLocks {
 }
 
 impl GfpNoLocks {
-    /// Runs the cells the parameters select; a refused cell is recorded as
-    /// such and the run goes on.
+    /// Runs every cell (and the controls unless `controls=0`); a refused
+    /// cell is recorded as such and the run goes on. Module parameters are
+    /// numbers, so a selection by name goes through `run` instead
+    /// (`all ctx=raw_spin_lock alloc=kmalloc`): no bit positions, which
+    /// would shift with the rows a kernel's configuration has.
     fn autorun(&self) -> Result {
-        let selected = |mask: u64, i: usize| i >= 64 || mask & (1 << i) != 0;
-        let (ctxs, masks, allocs) = (param!(contexts), param!(masks), param!(allocators));
         let with_controls = param!(controls) != 0;
         let serialized = self.state.run_lock.lock();
         self.state.run_all(|cell| match cell {
-            Cell::Alloc(a) => {
-                selected(ctxs, a.ctx) && selected(masks, a.mask) && selected(allocs, a.alloc)
-            }
+            Cell::Alloc(_) => true,
             Cell::Control { .. } => with_controls,
         })?;
         drop(serialized);

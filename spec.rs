@@ -3,6 +3,7 @@
 //! Specs: the grammar `run` takes and `cases` lists, and the order of
 //! `run all`.
 
+use crate::select::Selection;
 use crate::sys::{self, ExecContext};
 use crate::tables::{context_index, AllocatorDef, ALLOCATORS, CONTEXTS, CONTROLS, MASKS};
 use core::fmt;
@@ -36,7 +37,7 @@ impl Path {
         }
     }
 
-    const ALL: [Path; 4] = [Path::ZoneLock, Path::Pcp, Path::Slowpath, Path::NewSlab];
+    pub(crate) const ALL: [Path; 4] = [Path::ZoneLock, Path::Pcp, Path::Slowpath, Path::NewSlab];
 }
 
 /// Path names separated by commas, for messages.
@@ -141,7 +142,8 @@ impl kernel::fmt::Display for Cell {
 
 pub(crate) enum Spec {
     One(Cell),
-    All,
+    /// `all`, or `all` and a selection by name.
+    All(Selection),
 }
 
 /// Parses a spec; on error, logs one `pr_err` naming the offending token.
@@ -171,10 +173,7 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
         .ok_or_else(|| bad(format_args!("empty spec")))?;
     if first == "all" {
         tokens.next();
-        return match tokens.next() {
-            None => Ok(Spec::All),
-            Some(t) => Err(bad(format_args!("trailing token '{}' after 'all'", t))),
-        };
+        return Ok(Spec::All(Selection::parse(tokens, bad)?));
     }
     let (mut ctx, mut alloc, mut mask, mut order, mut path, mut n, mut control) =
         (None, None, None, None, None, None, None);

@@ -32,10 +32,12 @@
 #               cells would have in the guest
 #   agreement   the module's totals equal an independent count of the kernel
 #               log; no page leaked around cells:all (settled free pages)
-#   robust      concurrent writers, rmmod during a run, refusals, autorun,
-#               and 50 insmod/rmmod cycles that leave no memory behind
-#   autorun     (a fresh boot) autorun's summary counts as unchecked only the
-#               cells that started with lockdep already off
+#   robust      concurrent writers, rmmod during a run, selections by name
+#               ("all KEY=VALUE..."), refusals, and 50 insmod/rmmod cycles
+#               that leave no memory behind
+#   autorun     (a fresh boot) the run-all summary counts as unchecked only
+#               the cells that started with lockdep already off; autorun=1
+#               runs every case at load time
 # Cells that lockdep could not check are printed as "# RETRY <spec>" for the
 # host to run again in a fresh boot.
 set -u
@@ -227,7 +229,12 @@ phase_badinput() {
 	bad "unknown key" "$good gfp=0 bogus=1" "unknown key 'bogus'"
 	bad "token without =" "$good gfp=0 trailing" "'trailing'"
 	bad "key given twice" "ctx=process $good gfp=0" "'ctx' given twice"
-	bad "trailing junk after all" "all extra" "'extra'"
+	bad "selection term without =" "all extra" "'extra' after 'all' is not KEY=VALUE"
+	bad "selection with an unknown key" "all context=process" "unknown key 'context'"
+	bad "selection with an unknown context" "all ctx=raw" "ctx is one of: process, "
+	bad "selection with an unknown mask" "all gfp=GFP_ATOMIC,GFP_BOGUS" "gfp is one of: GFP_KERNEL, "
+	bad "selection key given twice" "all ctx=process ctx=hardirq" "'ctx' given twice"
+	bad "selection that matches no case" "all control=empty ctx=process" "matches no case of this kernel"
 	bad "unknown control" "control=nope" "'nope'"
 	bad "control with other keys" "control=empty ctx=process" "takes no other key"
 	bad "unknown path" "$good gfp=0 path=slow" "'slow'"
@@ -612,36 +619,37 @@ phase_agreement() {
 
 # -- robust ------------------------------------------------------------------
 
-# table_row KIND NAME: the row number of NAME in the module's KIND table
-# (the bit the autorun parameters use).
-table_row() { awk -v k="$1" -v n="$2" '$1 == k && $3 == n { print $2 }' "$DEBUGFS/tables"; }
-
-# autorun_bits CONTEXT MASK...: "contexts=X masks=Y" selecting those rows.
-autorun_bits() {
-	_ctx=$(table_row context "$1")
-	shift
-	_masks=0
-	for _m in "$@"; do _masks=$((_masks | (1 << $(table_row mask "$_m")))); done
-	echo "contexts=$((1 << _ctx)) masks=$_masks"
+# run_selection SELECTION: the module freshly loaded, "all SELECTION" written
+# to run (one write); sets CELLS (results lines), SPECS (their specs, one a
+# line) and SUMMARY (the summary it logged).
+run_selection() {
+	! module_loaded || rmmod rust_gfp_nolocks
+	load_module
+	echo "rgn: selection $1" >/dev/kmsg
+	write_spec "all $1"
+	CELLS=$(wc -l <"$DEBUGFS/results")
+	SPECS=$(cut -d ' ' -f 2-4 "$DEBUGFS/results")
+	SUMMARY=$(dmesg | awk -v m="rgn: selection $1" 'index($0, m) { l = "" } /rust_gfp_nolocks: ran / { l = $0 } END { print l }')
 }
 
-# The autorun parameters select rows by bit: the "tables" file numbers them.
-# Selecting one context, one mask and one allocator must run exactly that
-# cell at load time and log a summary.
-check_autorun() {
-	load_module
-	bits=$(autorun_bits process GFP_ATOMIC)
-	alloc=$(table_row allocator get_free_page)
-	rmmod rust_gfp_nolocks
-	# shellcheck disable=SC2086 # two parameters
-	insmod "$MODULE" autorun=1 controls=0 $bits allocators=$((1 << alloc))
-	cells=$(wc -l <"$DEBUGFS/results")
-	spec=$(cut -d ' ' -f 2-4 "$DEBUGFS/results")
-	summary=$(dmesg | grep 'rust_gfp_nolocks: ran 1 cells' | tail -n 1)
-	if [ "$cells" -eq 1 ] && [ "$spec" = "ctx=process alloc=get_free_page gfp=GFP_ATOMIC" ] && [ -n "$summary" ]; then
-		pass "autorun with contexts/masks/allocators bits: ran exactly '$spec' and logged a summary"
+# A selection by name ("all KEY=VALUE...", the grammar of make matrix
+# CELLS=) runs exactly the cases it names, in run-all order, and logs a
+# summary; names are the tables' own, whatever rows this kernel has.
+check_selection() {
+	run_selection "ctx=process alloc=get_free_page gfp=GFP_ATOMIC"
+	if [ "$CELLS" -eq 1 ] && [ "$SPECS" = "ctx=process alloc=get_free_page gfp=GFP_ATOMIC" ] &&
+		[ -n "$SUMMARY" ]; then
+		pass "run 'all ctx=process alloc=get_free_page gfp=GFP_ATOMIC': ran exactly that cell and logged a summary"
 	else
-		fail "autorun: $cells cells ('$spec'), summary '$summary'"
+		fail "run all SELECTION: $CELLS cells ('$SPECS'), summary '$SUMMARY'"
+	fi
+	rmmod rust_gfp_nolocks
+	run_selection "ctx=process alloc=get_free_page,kmalloc gfp=GFP_ATOMIC,GFP_NOWAIT"
+	want=$(grep -E '^ctx=process alloc=(get_free_page|kmalloc) gfp=(GFP_ATOMIC|GFP_NOWAIT) ' "$DEBUGFS/cases" | cut -d ' ' -f 1-3)
+	if [ "$SPECS" = "$want" ] && [ "$CELLS" -ge 2 ]; then
+		pass "run 'all' with two values for two keys: ran the $CELLS cases of the cases file that match, in its order"
+	else
+		fail "run 'all' with value lists: ran '$SPECS', the cases file has '$want'"
 	fi
 	rmmod rust_gfp_nolocks
 }
@@ -654,12 +662,11 @@ result_of() { grep -F "kind=alloc $1 " "$DEBUGFS/results" | tail -n 1; }
 # With about 20 MiB left (ramfs pages cannot be reclaimed), a GFP_KERNEL
 # cell under raw_spin_lock that may take 48 MiB (n=8192 and the margin) is
 # refused with ENOMEM
-# and logged, and its result says so; autorun records such a refusal and
-# runs the next cell (GFP_ATOMIC never reclaims), and insmod succeeds.
+# and logged, and its result says so; "run all" (autorun's loop) records
+# such a refusal and runs the next cell (GFP_ATOMIC never reclaims), and
+# the write succeeds.
 check_low_memory_refusal() {
 	load_module
-	bits=$(autorun_bits raw_spin_lock GFP_KERNEL GFP_ATOMIC)
-	alloc=$(table_row allocator get_free_page)
 	fill_mb=$(($(meminfo_kb MemAvailable) / 1024 - 24))
 	dd if=/dev/zero of=/tmp/fill bs=1M count="$fill_mb" 2>/dev/null
 	available_mb=$(($(meminfo_kb MemAvailable) / 1024))
@@ -678,18 +685,18 @@ check_low_memory_refusal() {
 	*) fail "low memory ($available_mb MiB available): '$spec' not refused as it should be (write: '$err'; result: '$line')" ;;
 	esac
 	rmmod rust_gfp_nolocks
-	# shellcheck disable=SC2086 # two parameters
-	if insmod "$MODULE" autorun=1 controls=0 $bits allocators=$((1 << alloc)); then
+	load_module
+	if write_spec "all ctx=raw_spin_lock alloc=get_free_page gfp=GFP_KERNEL,GFP_ATOMIC"; then
 		kernel=$(result_of "ctx=raw_spin_lock alloc=get_free_page gfp=GFP_KERNEL")
 		atomic=$(result_of "ctx=raw_spin_lock alloc=get_free_page gfp=GFP_ATOMIC")
 		case "$kernel|$atomic" in
-		*" outcome=refused_low_memory "*"|"*" outcome=ran "*) pass "low memory autorun: insmod succeeded, GFP_KERNEL recorded as refused, GFP_ATOMIC ran after it" ;;
-		*) fail "low memory autorun: results '$kernel' and '$atomic'" ;;
+		*" outcome=refused_low_memory "*"|"*" outcome=ran "*) pass "low memory, run all with a selection: the write succeeded, GFP_KERNEL recorded as refused, GFP_ATOMIC ran after it" ;;
+		*) fail "low memory, run all with a selection: results '$kernel' and '$atomic'" ;;
 		esac
-		rmmod rust_gfp_nolocks
 	else
-		fail "low memory autorun: insmod failed because a cell was refused"
+		fail "low memory, run all with a selection: the write failed because a cell was refused"
 	fi
+	rmmod rust_gfp_nolocks
 	rm -f /tmp/fill
 }
 
@@ -798,7 +805,7 @@ phase_robust() {
 	check_reset
 	check_two_writers
 	check_rmmod_during_run
-	check_autorun
+	check_selection
 	check_high_order_refusal
 	check_low_memory_refusal
 
@@ -832,31 +839,44 @@ phase_robust() {
 
 # -- autorun (fresh boot) -----------------------------------------------------
 
-# Lockdep reports once per boot. Autorun of raw_spin_lock x GFP_ATOMIC runs
-# get_free_page then get_free_pages, both through zone->lock (a spinlock_t)
-# under a raw lock: the first raises lockdep's report, which is its check;
-# the second starts with lockdep off. The summary must count one unchecked
-# cell and name the second.
+# Lockdep reports once per boot. "all" with raw_spin_lock x GFP_ATOMIC for
+# the two page allocators runs get_free_page then get_free_pages, both
+# through zone->lock (a spinlock_t) under a raw lock: the first raises
+# lockdep's report, which is its check; the second starts with lockdep off.
+# The summary (autorun's) must count one unchecked cell and name the second.
+# Then autorun=1 at load time runs every case of the cases file (controls=0:
+# all but the controls) and logs its summary.
 phase_autorun() {
 	insmod "$MODULE"
-	bits=$(autorun_bits raw_spin_lock GFP_ATOMIC)
-	# The two page allocators that take GFP_ATOMIC: two cells, each W.
-	allocators=$(((1 << $(table_row allocator get_free_page)) | (1 << $(table_row allocator get_free_pages))))
 	armed=$(cat "$DEBUGFS/lockdep")
-	rmmod rust_gfp_nolocks
 	if [ "$armed" != armed ]; then
-		fail "autorun summary: lockdep was already off before autorun (needs a fresh boot)"
+		fail "autorun summary: lockdep was already off before the run (needs a fresh boot)"
+		rmmod rust_gfp_nolocks
 		return
 	fi
-	# shellcheck disable=SC2086 # two parameters
-	insmod "$MODULE" autorun=1 controls=0 $bits allocators=$allocators
+	write_spec "all ctx=raw_spin_lock alloc=get_free_page,get_free_pages gfp=GFP_ATOMIC"
 	summary=$(dmesg | grep 'rust_gfp_nolocks: ran ' | tail -n 1)
 	first=$(dmesg | grep 'rust_gfp_nolocks: first cell not checked by lockdep' | tail -n 1)
 	want="ctx=raw_spin_lock alloc=get_free_pages gfp=GFP_ATOMIC order=4 path=zone_lock n=4096"
 	case "$summary|$first" in
 	*"ran 2 cells: "*" 1 not checked by lockdep"*"|"*"echo '$want' > run"*)
-		pass "autorun summary: 2 cells, 1 not checked (the first one's own report was its check), names '$want'" ;;
-	*) fail "autorun summary: '$summary' / '$first' (want 2 cells, 1 not checked, first: $want)" ;;
+		pass "run-all summary: 2 cells, 1 not checked (the first one's own report was its check), names '$want'" ;;
+	*) fail "run-all summary: '$summary' / '$first' (want 2 cells, 1 not checked, first: $want)" ;;
+	esac
+	cases=$(grep -c -v '^control=' "$DEBUGFS/cases")
+	rmmod rust_gfp_nolocks
+	insmod "$MODULE" autorun=1 controls=0
+	ran=$(wc -l <"$DEBUGFS/results")
+	summary=$(dmesg | grep 'rust_gfp_nolocks: ran ' | tail -n 1)
+	case $summary in
+	*"ran $ran cells: "*)
+		if [ "$ran" -eq "$cases" ]; then
+			pass "autorun=1 controls=0: ran every one of the $cases non-control cases at load time and logged a summary"
+		else
+			fail "autorun=1 controls=0: ran $ran cells, the cases file lists $cases"
+		fi
+		;;
+	*) fail "autorun=1: no summary for $ran cells ('$summary')" ;;
 	esac
 	rmmod rust_gfp_nolocks
 }

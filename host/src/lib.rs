@@ -853,12 +853,46 @@ fn xml_escape(s: &str) -> String {
 }
 
 /// A self-contained SVG heatmap of the flavors side by side.
+/// Width of one character of the SVG's 11 px monospace font, rounded up.
+const SVG_CHAR_W: usize = 7;
+
+/// The allocator groups of a grid's columns: short name and column count.
+fn column_groups<'a>(cols: &[(&'a str, &str)]) -> Vec<(&'a str, usize)> {
+    let mut groups: Vec<(&'a str, usize)> = Vec::new();
+    let mut j = 0;
+    while j < cols.len() {
+        let span = cols[j..].iter().take_while(|c| c.0 == cols[j].0).count();
+        groups.push((short_allocator(cols[j].0), span));
+        j += span;
+    }
+    groups
+}
+
+/// Whether a name fits flat over `span` columns of `cell` pixels.
+fn fits_flat(name: &str, span: usize, cell: usize) -> bool {
+    name.chars().count() * SVG_CHAR_W + 4 <= span * cell
+}
+
+/// How far a name drawn at -60 degrees reaches up (sin 60 = 0.87).
+fn slanted_height(name: &str) -> usize {
+    name.chars().count() * SVG_CHAR_W * 87 / 100 + 12
+}
+
 pub fn svg(reports: &[Report]) -> String {
     const CELL: usize = 34;
     const LABEL: usize = 170;
-    const TOP: usize = 130;
     let panels: Vec<_> = reports.iter().map(|r| (r, r.grid())).collect();
-    let panel_w = |cols: usize| LABEL + cols * CELL + 30;
+    // Room above the grid for the allocator names drawn slanted (those
+    // wider than their group of columns).
+    let slanted_h = panels
+        .iter()
+        .flat_map(|(_, (_, cols))| column_groups(cols))
+        .filter(|(name, span)| !fits_flat(name, *span, CELL))
+        .map(|(name, _)| slanted_height(name))
+        .max()
+        .unwrap_or(0);
+    let top: usize = 130.max(96 + slanted_h);
+    let panel_w = |cols: usize| LABEL + cols * CELL + 30 + slanted_h / 2;
     let width: usize = panels
         .iter()
         .map(|(_, (_, cols))| panel_w(cols.len()))
@@ -876,7 +910,7 @@ pub fn svg(reports: &[Report]) -> String {
         .map(|r| r.slow_path().len())
         .max()
         .unwrap_or(0);
-    let slow_top = TOP + rows_max * CELL + 24;
+    let slow_top = top + rows_max * CELL + 24;
     let slow_h = if slow_max > 0 {
         (slow_max + 1) * SLOW_LINE + 10
     } else {
@@ -898,21 +932,32 @@ pub fn svg(reports: &[Report]) -> String {
             x0 + 10,
             xml_escape(&report.title())
         );
-        // Allocator names over their group of columns, mask names under them.
+        // Allocator names over their group of columns (slanted where the
+        // group is too narrow for them), mask names under them.
         let mut j = 0;
-        while j < cols.len() {
-            let span = cols[j..].iter().take_while(|c| c.0 == cols[j].0).count();
+        for (name, span) in column_groups(cols) {
             let (x1, x2) = (x0 + LABEL + j * CELL, x0 + LABEL + (j + span) * CELL);
+            let label = xml_escape(name);
+            let (xm, y) = ((x1 + x2) / 2, top - 72);
+            if fits_flat(name, span, CELL) {
+                let _ = write!(
+                    out,
+                    r#"<text x="{xm}" y="{y}" text-anchor="middle">{label}</text>"#
+                );
+            } else {
+                let _ = write!(
+                    out,
+                    r#"<text transform="translate({},{y}) rotate(-60)">{label}</text>"#,
+                    xm - 4
+                );
+            }
             let _ = writeln!(
                 out,
-                r#"<text x="{}" y="{}" text-anchor="middle">{}</text><line x1="{}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
-                (x1 + x2) / 2,
-                TOP - 72,
-                xml_escape(short_allocator(cols[j].0)),
+                r#"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
                 x1 + 2,
-                TOP - 66,
+                top - 66,
                 x2 - 2,
-                TOP - 66
+                top - 66
             );
             j += span;
         }
@@ -921,12 +966,12 @@ pub fn svg(reports: &[Report]) -> String {
             let _ = writeln!(
                 out,
                 r#"<text transform="translate({x},{}) rotate(-60)">{}</text>"#,
-                TOP - 6,
+                top - 6,
                 xml_escape(short_gfp(gfp))
             );
         }
         for (i, row) in rows.iter().enumerate() {
-            let y = TOP + i * CELL;
+            let y = top + i * CELL;
             let _ = writeln!(
                 out,
                 r#"<text x="{}" y="{}">{}</text>"#,
@@ -1003,6 +1048,32 @@ pub fn svg(reports: &[Report]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_column_groups_are_slanted_and_wide_groups_flat() {
+        let mut cols: Vec<(&str, &str)> = ["GFP_KERNEL", "GFP_NOWAIT", "GFP_ATOMIC", "0"]
+            .iter()
+            .map(|m| ("get_free_page", *m))
+            .collect();
+        cols.extend([("free_page", "0"), ("free_pages", "0"), ("kfree", "0")]);
+        let groups = column_groups(&cols);
+        assert_eq!(
+            groups,
+            vec![
+                ("__get_free_page()", 4),
+                ("free_page()", 1),
+                ("free_pages(order 4)", 1),
+                ("kfree()", 1)
+            ]
+        );
+        // 17 characters of 7 px fit over four columns of 34 px.
+        assert!(fits_flat(groups[0].0, 4, 34));
+        // Each one-column name is wider than its 34 px: drawn flat, it
+        // would run into its neighbours' names.
+        for (name, span) in &groups[1..] {
+            assert!(!fits_flat(name, *span, 34), "{name}");
+        }
+    }
 
     const LINE: &str = "# RESULT kind=alloc ctx=raw_spin_lock alloc=get_free_page gfp=GFP_ATOMIC order=0 path=zone_lock n=4096 context=raw_spin_lock outcome=ran observed_path=zone_lock iterations=69 allocated=69 failed=0 attempts=1 migrated=0 zone_locked_pages=63 extfrag_events=0 kswapd_wakeups=0 lockdep_before=1 lockdep_after=0 invalid_wait_context=1 sleeping_in_atomic=0 scheduling_while_atomic=0 lockdep_other=0 warning=0 unattributed=0 alloc_ns_min=3370 alloc_ns_median=3461 alloc_ns_max=12268772 zone_locked_alloc_ns=12268772 section_ns=14571806";
 

@@ -68,7 +68,6 @@ fn load(path: &str) -> Result<Report, String> {
     Ok(report)
 }
 
-
 /// A command's arguments: the `--key value` options it takes, the flags,
 /// and its positional arguments, parsed with lexopt (an unknown option is
 /// an error that names it).
@@ -165,7 +164,12 @@ fn load_all(files: &[String]) -> Result<Vec<Report>, String> {
 
 fn print_differences(a: &Report, b: &Report, names: (String, String)) -> usize {
     let d = diff(a, b);
-    println!("differences between {} and {}: {}", names.0, names.1, d.len());
+    println!(
+        "differences between {} and {}: {}",
+        names.0,
+        names.1,
+        d.len()
+    );
     for line in &d {
         println!("  {line}");
     }
@@ -326,7 +330,10 @@ fn cmd_select(p: &mut lexopt::Parser) -> Result<bool, String> {
     let input = if files.is_empty() {
         std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read stdin: {e}"))?
     } else {
-        files.iter().map(|f| read(f)).collect::<Result<String, _>>()?
+        files
+            .iter()
+            .map(|f| read(f))
+            .collect::<Result<String, _>>()?
     };
     let specs: Vec<&str> = input
         .lines()
@@ -373,7 +380,9 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("rgn-report: error: {e}\nusage: rgn-report COMMAND [ARGS] (rgn-report --help)");
+            eprintln!(
+                "rgn-report: error: {e}\nusage: rgn-report COMMAND [ARGS] (rgn-report --help)"
+            );
             ExitCode::from(2)
         }
     }

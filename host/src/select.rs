@@ -62,9 +62,9 @@ impl Selection {
 
     /// Whether `spec` satisfies every term.
     pub fn matches(&self, spec: &str) -> bool {
-        self.terms.iter().all(|t| {
-            value_of(spec, &t.key).is_some_and(|v| t.values.iter().any(|w| w == v))
-        })
+        self.terms
+            .iter()
+            .all(|t| value_of(spec, &t.key).is_some_and(|v| t.values.iter().any(|w| w == v)))
     }
 
     /// Every name of the selection exists among `specs`: an unknown key
@@ -151,7 +151,10 @@ mod tests {
             .pick(&SPECS)
             .unwrap_err();
         assert!(e.contains("no cell has a key 'context'"), "{e}");
-        assert!(e.contains("alloc, control, ctx, gfp, n, order, path"), "{e}");
+        assert!(
+            e.contains("alloc, control, ctx, gfp, n, order, path"),
+            "{e}"
+        );
         let e = Selection::parse("alloc=kmalloc ctx=process")
             .unwrap()
             .pick(&SPECS)

@@ -213,7 +213,7 @@ fn svg_draws_one_square_per_matrix_cell_and_escapes_names() {
     assert_eq!(picture.matches("<rect").count(), 1 + 2 * matrix_cells);
     // A cell the runs lost is drawn grey (as an unchecked one), not as a
     // result: one more grey square than with the cell.
-    let grey = |r: &Report| svg(&[r.clone()]).matches("#d9d9d9").count();
+    let grey = |r: &Report| svg(std::slice::from_ref(r)).matches("#d9d9d9").count();
     let mut lost = r.clone();
     lost.cells.retain(|c| {
         !c.spec

@@ -997,7 +997,10 @@ fn parse_cli() -> Result<Option<Cli>, String> {
             Long("flavor") => cli.flavor = Some(text(&mut p)?),
             Long("timeout") => {
                 let t = text(&mut p)?;
-                cli.timeout = Some(t.parse().map_err(|_| format!("--timeout takes whole seconds, not '{t}'"))?);
+                cli.timeout = Some(
+                    t.parse()
+                        .map_err(|_| format!("--timeout takes whole seconds, not '{t}'"))?,
+                );
             }
             Long("cmd") => cli.cmd = Some(text(&mut p)?),
             Long("chain") => {
