@@ -142,8 +142,8 @@ impl kernel::fmt::Display for Cell {
 
 pub(crate) enum Spec {
     One(Cell),
-    /// `all`, or `all` and a selection by name.
-    All(Selection),
+    /// `all`, or `all` and a selection by name (boxed: a few hundred bytes).
+    All(KBox<Selection>),
 }
 
 /// Parses a spec; on error, logs one `pr_err` naming the offending token.
@@ -173,7 +173,10 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
         .ok_or_else(|| bad(format_args!("empty spec")))?;
     if first == "all" {
         tokens.next();
-        return Ok(Spec::All(Selection::parse(tokens, bad)?));
+        return Ok(Spec::All(KBox::new(
+            Selection::parse(tokens, bad)?,
+            GFP_KERNEL,
+        )?));
     }
     let (mut ctx, mut alloc, mut mask, mut order, mut path, mut n, mut control) =
         (None, None, None, None, None, None, None);

@@ -897,6 +897,14 @@ pub fn svg(reports: &[Report]) -> String {
         .iter()
         .map(|(_, (_, cols))| panel_w(cols.len()))
         .sum::<usize>()
+        // The legend's longest line, drawn in full.
+        .max(
+            LEGEND
+                .lines()
+                .map(|l| l.chars().count() * SVG_CHAR_W + 20)
+                .max()
+                .unwrap_or(0),
+        )
         .max(400);
     let rows_max = panels
         .iter()
