@@ -44,6 +44,11 @@ const WARN_SPENT: &str = "warn_spent";
 const SOFTIRQ_ELSEWHERE: &str = "softirq_elsewhere";
 /// The context never ran the body (an NMI that did not arrive).
 const BODY_NOT_RUN: &str = "body_not_run";
+/// A `path=pcp` cell whose warmed list the kernel drained before its
+/// section ended (the vmstat worker's `decay_pcp_high()`, seen once on the
+/// first cell after a restore): the section then refilled under
+/// `zone->lock`, which is not the fast path the cell asks about.
+const PCP_DRAINED: &str = "pcp_drained";
 /// Memory a blocking mask in an atomic cell must leave free above the
 /// watermarks, for whatever else runs meanwhile: 16 MiB.
 const MARGIN_PAGES: usize = 16 << (20 - kernel::page::PAGE_SHIFT);
@@ -368,8 +373,9 @@ impl State {
                 Outcome::RefusedLowMemory => Err(ENOMEM),
             },
             Spec::All(selection) => {
+                let first = self.results.lock().len();
                 self.run_all(|cell| selection.matches(cell))?;
-                self.summary();
+                self.summary(first);
                 Ok(())
             }
         }
@@ -473,7 +479,7 @@ impl State {
             let passing = r.migrated
                 || matches!(
                     r.unsettled,
-                    Some(KSWAPD_AWAKE | ABOVE_MIN | SOFTIRQ_ELSEWHERE)
+                    Some(KSWAPD_AWAKE | ABOVE_MIN | SOFTIRQ_ELSEWHERE | PCP_DRAINED)
                 );
             if !passing || attempts == PCP_ATTEMPTS || self.stopping.load(Relaxed) {
                 return Ok(r);
@@ -507,6 +513,7 @@ impl State {
             Path::Pcp => Some(self.warm_pcp(def, gfp, cell.order, n)?),
             Path::ZoneLock | Path::Slowpath | Path::NewSlab => None,
         };
+        let drained_after_warm_up = self.detector.pcpu_drained_total.load(Relaxed);
         let mut r = CellResult::new(Cell::Alloc(cell), Outcome::Ran);
         // The slow path's state: memory drained, held until after the
         // section, with the task kept on its CPU ahead of kswapd.
@@ -577,6 +584,12 @@ impl State {
         r.extfrag_events = detector.extfrag.load(Relaxed);
         r.kswapd_wakeups = detector.kswapd_wakeups.load(Relaxed);
         r.allocated = (pages.len() + usize::from(spare.is_some())) as u32;
+        // Before the frees below, which may drain a list themselves.
+        if warmed_cpu.is_some()
+            && self.detector.pcpu_drained_total.load(Relaxed) != drained_after_warm_up
+        {
+            r.unsettled = r.unsettled.or(Some(PCP_DRAINED));
+        }
         // Freed outside the section (freeing takes the same locks), while
         // still observed: a report from freeing would be the cell's (for
         // the hardirq row, whose body alone is attributed, unattributed).
@@ -858,9 +871,11 @@ impl State {
         Ok(())
     }
 
-    /// Logs what a run of many cells found.
-    pub(crate) fn summary(&self) {
-        let results = self.results.lock();
+    /// Logs what a run of many cells found: the results from index
+    /// `from` on (the run's own, not those of earlier writes).
+    pub(crate) fn summary(&self, from: usize) {
+        let all = self.results.lock();
+        let results = all.get(from..).unwrap_or(&[]);
         let with_reports = results.iter().filter(|r| r.has_reports()).count();
         let refused = results.iter().filter(|r| r.outcome != Outcome::Ran).count();
         // A cell's own lockdep report is its check; only cells that started

@@ -147,12 +147,13 @@ impl GfpNoLocks {
     fn autorun(&self) -> Result {
         let with_controls = param!(controls) != 0;
         let serialized = self.state.run_lock.lock();
+        let first = self.state.results.lock().len();
         self.state.run_all(|cell| match cell {
             Cell::Alloc(_) => true,
             Cell::Control { .. } => with_controls,
         })?;
         drop(serialized);
-        self.state.summary();
+        self.state.summary(first);
         Ok(())
     }
 }

@@ -14,9 +14,10 @@ use crate::tables::{ALLOCATORS, CONTEXTS, CONTROLS, MASKS};
 use core::fmt;
 use kernel::prelude::*;
 
-/// Most terms, and values per term, one selection holds.
+/// Most terms (one a key), and values per term, one selection holds: a
+/// term may name every row of the largest table.
 const MAX_TERMS: usize = 7;
-const MAX_VALUES: usize = 8;
+const MAX_VALUES: usize = 16;
 
 /// The keys of a spec, in the order `cases` prints them.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,9 @@ impl Key {
     /// The index of a named value (a table row, or a number itself).
     fn value(self, name: &str) -> Option<u32> {
         match self {
+            // Written as `cases` prints numbers (no leading zero), as the
+            // host's selections compare them.
+            Key::Order | Key::N if name.len() > 1 && name.starts_with('0') => None,
             Key::Order | Key::N => name.parse().ok(),
             Key::Path => Path::ALL
                 .iter()

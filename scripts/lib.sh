@@ -240,6 +240,25 @@ prepare() {
 		die "building host/ failed: run 'cargo build --release' in host/ to see why"
 }
 
+# kill_tree PID: TERM to PID and every process under it, the children
+# first. Background jobs of a script ignore SIGINT (no job control), and so
+# do their children: an interrupted script must stop them itself.
+kill_tree() {
+	for _child in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$_child"; done
+	kill "$1" 2>/dev/null || true
+}
+
+# stop_on_interrupt PIDS: on INT or TERM, kill_tree each of PIDS and exit
+# 130 (call again with "" once they are done).
+stop_on_interrupt() {
+	if [ -z "$1" ]; then
+		trap - INT TERM
+		return
+	fi
+	# shellcheck disable=SC2064 # the PIDs of now
+	trap "for _p in $1; do kill_tree \$_p; done; log 'interrupted: stopped the jobs'; exit 130" INT TERM
+}
+
 # for_each_flavor_parallel FLAVORS CMD...: runs CMD FLAVOR for every flavor at
 # once (a VM waiting on the HZ rate limit leaves the CPU to the other); fails
 # if any failed.
@@ -251,10 +270,12 @@ for_each_flavor_parallel() {
 		"$@" "$_f" &
 		_pids="$_pids $!"
 	done
+	stop_on_interrupt "$_pids"
 	_failed=0
 	for _p in $_pids; do
 		wait "$_p" || _failed=1
 	done
+	stop_on_interrupt ""
 	return "$_failed"
 }
 

@@ -80,6 +80,25 @@ pages_quiet() {
 	[ "$_quiet" -ge 2 ] || echo "# pages still moving after $_tries tenths of a second: the window opens anyway"
 }
 
+# wait_exited PID...: waits, at most about 5 s, until each PID has exited
+# (gone, or a zombie: its memory is freed at exit, before it waits to be
+# reaped). For a test that kills a guest process and must not count the
+# pages it frees inside a cell's window; a command run by the saved guest
+# runs in a subshell, where "wait" knows no such child.
+wait_exited() {
+	[ -p "$T/quiet.fifo" ] || mkfifo "$T/quiet.fifo"
+	_tries=0
+	for _pid in "$@"; do
+		while [ -e "/proc/$_pid" ] && [ "$_tries" -lt 100 ]; do
+			read -r _ _ _state _ <"/proc/$_pid/stat" 2>/dev/null || break
+			[ "$_state" != Z ] || break
+			# shellcheck disable=SC3045 # busybox sh's read has -t
+			read -r -t 0.05 _ <>"$T/quiet.fifo" || true
+			_tries=$((_tries + 1))
+		done
+	done
+}
+
 # write_spec SPEC: one write of SPEC to run; a refusal is reported on stderr
 # (echo, not printf: busybox's printf does not report a failed write).
 write_spec() { echo "$1" >"$DEBUGFS/run"; }

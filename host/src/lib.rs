@@ -852,7 +852,6 @@ fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A self-contained SVG heatmap of the flavors side by side.
 /// Width of one character of the SVG's 11 px monospace font, rounded up.
 const SVG_CHAR_W: usize = 7;
 
@@ -878,6 +877,7 @@ fn slanted_height(name: &str) -> usize {
     name.chars().count() * SVG_CHAR_W * 87 / 100 + 12
 }
 
+/// A self-contained SVG heatmap of the flavors side by side.
 pub fn svg(reports: &[Report]) -> String {
     const CELL: usize = 34;
     const LABEL: usize = 170;

@@ -358,7 +358,10 @@ fn run() -> Result<bool, String> {
         None => return Err("a COMMAND is needed (--help lists them)".into()),
     };
     // --help anywhere after a command is its usage too.
-    if std::env::args().skip(2).any(|a| a == "--help" || a == "-h") {
+    if std::env::args_os()
+        .skip(2)
+        .any(|a| a == "--help" || a == "-h")
+    {
         println!("{USAGE}");
         return Ok(true);
     }

@@ -9,6 +9,10 @@
 
 use std::collections::BTreeSet;
 
+/// The keys a spec has, as the module's `cases` prints them (the module's
+/// own selections take the same keys).
+const KEYS: [&str; 7] = ["ctx", "alloc", "gfp", "order", "path", "n", "control"];
+
 /// One `KEY=VALUE[,VALUE...]` term.
 #[derive(Debug, PartialEq, Eq)]
 struct Term {
@@ -37,7 +41,7 @@ fn list(items: &BTreeSet<&str>) -> String {
 impl Selection {
     /// Parses `KEY=VALUE[,VALUE...]` terms separated by white space.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut terms = Vec::new();
+        let mut terms: Vec<Term> = Vec::new();
         for word in text.split_whitespace() {
             let (key, values) = word
                 .split_once('=')
@@ -45,6 +49,15 @@ impl Selection {
                 .ok_or_else(|| {
                     format!("'{word}' is not KEY=VALUE (for example ctx=raw_spin_lock or gfp=GFP_ATOMIC,GFP_NOWAIT)")
                 })?;
+            if !KEYS.contains(&key) {
+                return Err(format!(
+                    "'{word}' does not start with a spec's key: the keys are {}",
+                    KEYS.join(", ")
+                ));
+            }
+            if terms.iter().any(|t| t.key == key) {
+                return Err(format!("key '{key}' given twice (one term a key: KEY=A,B)"));
+            }
             let values: Vec<String> = values.split(',').map(str::to_string).collect();
             if values.iter().any(String::is_empty) {
                 return Err(format!("'{word}' has an empty value"));
@@ -146,15 +159,18 @@ mod tests {
 
     #[test]
     fn unknown_names_list_the_valid_ones() {
-        let e = Selection::parse("context=process")
-            .unwrap()
-            .pick(&SPECS)
-            .unwrap_err();
-        assert!(e.contains("no cell has a key 'context'"), "{e}");
+        let e = Selection::parse("context=process").unwrap_err();
         assert!(
-            e.contains("alloc, control, ctx, gfp, n, order, path"),
+            e.contains("ctx, alloc, gfp, order, path, n, control"),
             "{e}"
         );
+        // A key the offered specs lack (here: only a control's spec).
+        let e = Selection::parse("path=slowpath")
+            .unwrap()
+            .pick(&SPECS[3..])
+            .unwrap_err();
+        assert!(e.contains("no cell has a key 'path'"), "{e}");
+        assert!(e.contains("the keys are control"), "{e}");
         let e = Selection::parse("alloc=kmalloc ctx=process")
             .unwrap()
             .pick(&SPECS)
@@ -164,7 +180,15 @@ mod tests {
 
     #[test]
     fn malformed_terms_are_refused() {
-        for bad in ["", "ctx", "ctx=", "=x", "gfp=GFP_ATOMIC,"] {
+        for bad in [
+            "",
+            "ctx",
+            "ctx=",
+            "=x",
+            "gfp=GFP_ATOMIC,",
+            "context=process",
+            "ctx=a ctx=b",
+        ] {
             assert!(Selection::parse(bad).is_err(), "{bad:?} was accepted");
         }
     }
