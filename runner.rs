@@ -49,6 +49,15 @@ const BODY_NOT_RUN: &str = "body_not_run";
 /// first cell after a restore): the section then refilled under
 /// `zone->lock`, which is not the fast path the cell asks about.
 const PCP_DRAINED: &str = "pcp_drained";
+
+/// What a `path=pcp` warm-up left: the CPU whose list it filled, and the
+/// per-cpu drain count at the start of its last attempt (a drain since
+/// then, that attempt's own included, may have emptied the list).
+#[derive(Clone, Copy)]
+struct WarmUp {
+    cpu: u32,
+    drains_seen: u64,
+}
 /// Memory a blocking mask in an atomic cell must leave free above the
 /// watermarks, for whatever else runs meanwhile: 16 MiB.
 const MARGIN_PAGES: usize = 16 << (20 - kernel::page::PAGE_SHIFT);
@@ -509,11 +518,11 @@ impl State {
             return self.free_section(cell, pages);
         }
         times.reserve(n, GFP_KERNEL)?;
-        let warmed_cpu = match cell.path {
+        let warm_up = match cell.path {
             Path::Pcp => Some(self.warm_pcp(def, gfp, cell.order, n)?),
             Path::ZoneLock | Path::Slowpath | Path::NewSlab => None,
         };
-        let drained_after_warm_up = self.detector.pcpu_drained_total.load(Relaxed);
+        let warmed_cpu = warm_up.map(|w| w.cpu);
         let mut r = CellResult::new(Cell::Alloc(cell), Outcome::Ran);
         // The slow path's state: memory drained, held until after the
         // section, with the task kept on its CPU ahead of kswapd.
@@ -584,12 +593,9 @@ impl State {
         r.extfrag_events = detector.extfrag.load(Relaxed);
         r.kswapd_wakeups = detector.kswapd_wakeups.load(Relaxed);
         r.allocated = (pages.len() + usize::from(spare.is_some())) as u32;
-        // Before the frees below, which may drain a list themselves.
-        if warmed_cpu.is_some()
-            && self.detector.pcpu_drained_total.load(Relaxed) != drained_after_warm_up
-        {
-            r.unsettled = r.unsettled.or(Some(PCP_DRAINED));
-        }
+        // Read before the frees below, which may drain a list themselves.
+        let drained_since_warm_up = warm_up
+            .is_some_and(|w| self.detector.pcpu_drained_total.load(Relaxed) != w.drains_seen);
         // Freed outside the section (freeing takes the same locks), while
         // still observed: a report from freeing would be the cell's (for
         // the hardirq row, whose body alone is attributed, unattributed).
@@ -597,6 +603,12 @@ impl State {
         drop(spare);
         r.alloc_warnings = detector.alloc_warnings.load(Relaxed);
         self.end_observation(&mut r);
+        // A page cell that refilled under zone->lock after the kernel
+        // drained its warmed list did not take the fast path it asks
+        // about (slab rows warm a sheaf, which no page drain touches).
+        if drained_since_warm_up && !def.slab && r.zone_locked_pages + r.extfrag_events > 0 {
+            r.unsettled = r.unsettled.or(Some(PCP_DRAINED));
+        }
         drop(drained);
         drop(fifo);
         // warn_alloc() prints once per 10 s, system-wide: a failure without
@@ -818,13 +830,13 @@ impl State {
     /// Leaves `n` pages of this order on this CPU's per-cpu list: allocated
     /// and freed under a `spinlock_t`, which keeps the task on this CPU and
     /// is a legal context for the masks `path=pcp` takes, on both flavors.
-    /// Returns that CPU.
-    fn warm_pcp(&self, def: &AllocatorDef, gfp: sys::Gfp, order: u32, n: usize) -> Result<u32> {
+    fn warm_pcp(&self, def: &AllocatorDef, gfp: sys::Gfp, order: u32, n: usize) -> Result<WarmUp> {
         let mut pages = KVVec::<sys::Allocation>::with_capacity(n, GFP_KERNEL)?;
         let drained = &self.detector.pcpu_drained_total;
         let mut cpu = 0;
+        let mut drained_before = drained.load(Relaxed);
         for _ in 0..WARM_ATTEMPTS {
-            let drained_before = drained.load(Relaxed);
+            drained_before = drained.load(Relaxed);
             let guard = self.locks.spin.lock();
             for _ in 0..n {
                 match (def.alloc)(gfp | sys::GFP_NOWARN, order) {
@@ -853,7 +865,12 @@ impl State {
         // The vector itself (perhaps vmalloc'ed, whose vfree() may sleep)
         // after the lock.
         drop(pages);
-        Ok(cpu)
+        // Counted from the last warm-up's start: a drain after it, the
+        // vfree() above included, is seen by the caller.
+        Ok(WarmUp {
+            cpu,
+            drains_seen: drained_before,
+        })
     }
 
     pub(crate) fn reset(&self) -> Result {

@@ -47,6 +47,7 @@ impl Key {
         match self {
             // Written as `cases` prints numbers (no leading zero), as the
             // host's selections compare them.
+            Key::Order | Key::N if !name.bytes().all(|b| b.is_ascii_digit()) => None,
             Key::Order | Key::N if name.len() > 1 && name.starts_with('0') => None,
             Key::Order | Key::N => name.parse().ok(),
             Key::Path => Path::ALL

@@ -240,12 +240,15 @@ prepare() {
 		die "building host/ failed: run 'cargo build --release' in host/ to see why"
 }
 
-# kill_tree PID: TERM to PID and every process under it, the children
-# first. Background jobs of a script ignore SIGINT (no job control), and so
+# kill_tree PID: TERM to PID and every process under it. Background jobs of a script ignore SIGINT (no job control), and so
 # do their children: an interrupted script must stop them itself.
 kill_tree() {
+	# Stopped first, so that it cannot start a new child once one of
+	# its children is gone; TERM takes effect when it continues.
+	kill -STOP "$1" 2>/dev/null || return 0
 	for _child in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$_child"; done
-	kill "$1" 2>/dev/null || true
+	kill -TERM "$1" 2>/dev/null || true
+	kill -CONT "$1" 2>/dev/null || true
 }
 
 # stop_on_interrupt PIDS: on INT or TERM, kill_tree each of PIDS and exit

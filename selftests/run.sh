@@ -643,9 +643,21 @@ check_selection() {
 	else
 		fail "run all SELECTION: $CELLS cells ('$SPECS'), summary '$SUMMARY'"
 	fi
+	# A second run without a reset: its summary counts its own cells.
+	echo "rgn: selection second" >/dev/kmsg
+	write_spec "all ctx=process alloc=get_free_page gfp=GFP_NOWAIT,0"
+	total=$(wc -l <"$DEBUGFS/results")
+	summary=$(dmesg | awk '/rgn: selection second/ { l = "" } /rust_gfp_nolocks: ran / { l = $0 } END { print l }')
+	case "$total|$summary" in
+	"3|"*"ran 2 cells: "*) pass "a second run-all's summary counts its own 2 cells, not the 3 in results" ;;
+	*) fail "second run-all: $total results, summary '$summary' (want 3 results, 'ran 2 cells')" ;;
+	esac
+	# A second allocator: kmalloc where this kernel has the slab rows.
+	second=get_free_pages
+	! grep -q ' alloc=kmalloc ' "$DEBUGFS/cases" || second=kmalloc
 	rmmod rust_gfp_nolocks
-	run_selection "ctx=process alloc=get_free_page,kmalloc gfp=GFP_ATOMIC,GFP_NOWAIT"
-	want=$(grep -E '^ctx=process alloc=(get_free_page|kmalloc) gfp=(GFP_ATOMIC|GFP_NOWAIT) ' "$DEBUGFS/cases" | cut -d ' ' -f 1-3)
+	run_selection "ctx=process alloc=get_free_page,$second gfp=GFP_ATOMIC,GFP_NOWAIT"
+	want=$(grep -E "^ctx=process alloc=(get_free_page|$second) gfp=(GFP_ATOMIC|GFP_NOWAIT) " "$DEBUGFS/cases" | cut -d ' ' -f 1-3)
 	if [ "$SPECS" = "$want" ] && [ "$CELLS" -ge 2 ]; then
 		pass "run 'all' with two values for two keys: ran the $CELLS cases of the cases file that match, in its order"
 	else
