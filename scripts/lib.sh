@@ -226,6 +226,15 @@ host_judge_cmd() {
 	printf '%s' "PATH='$_bb':\$PATH RGN_FLAVOR=$1 RGN_KTAP_HELPERS='$_helpers' RGN_TMP='$2' busybox sh '$REPO_ROOT/selftests/run.sh' \"judge:\$1\""
 }
 
+# build_host_tool: HOST_TOOL and RESTORE_TOOL, from host/ (seconds when
+# current).
+# Fails (no exit: a background job must still mark its end) on error.
+build_host_tool() {
+	cargo build -q --release --manifest-path "$REPO_ROOT/host/Cargo.toml" && return
+	log "error: building host/ failed: run 'cargo build --release' in host/ to see why"
+	return 1
+}
+
 # prepare FLAVOR...: what the README's commands need before they boot, from
 # a fresh machine: packages and sources, the kernels, the host tool (the
 # module is built by scripts/run-flavor, which needs its path anyway). Each
@@ -236,8 +245,7 @@ prepare() {
 	for _f in "$@"; do
 		"$REPO_ROOT/scripts/build-kernel" "$_f" >/dev/null
 	done
-	step "host tool (cargo build)" cargo build -q --release --manifest-path "$REPO_ROOT/host/Cargo.toml" ||
-		die "building host/ failed: run 'cargo build --release' in host/ to see why"
+	step "host tool (cargo build)" build_host_tool || exit 1
 }
 
 # kill_tree PID: TERM to PID and every process under it. Background jobs of a script ignore SIGINT (no job control), and so
