@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The debugfs surface, `/sys/kernel/debug/rust_gfp_nolocks/`: `run`,
-//! `reset`, `settle`, `results`, `last`, `cases`, `tables`, `lockdep` and
-//! `counters/`.
+//! `reset`, `settle`, `results`, `last`, `cases`, `tables`, `lockdep`,
+//! `contexts` and `counters/`.
 
 use crate::detector::REPORT_KINDS;
 use crate::runner::State;
@@ -103,6 +103,13 @@ fn show_tables(_: &State, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     Ok(())
 }
 
+fn show_contexts(state: &State, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    for row in state.inside.lock().iter() {
+        write!(f, "{}", row)?;
+    }
+    Ok(())
+}
+
 fn show_lockdep(_: &State, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     let armed = if sys::lockdep_armed() {
         "armed"
@@ -125,6 +132,7 @@ pub(crate) fn populate<'a>(state: &'a State, dir: &ScopedDir<'a, '_>) {
     dir.read_callback_file(c"cases", state, &show_cases);
     dir.read_callback_file(c"tables", state, &show_tables);
     dir.read_callback_file(c"lockdep", state, &show_lockdep);
+    dir.read_callback_file(c"contexts", state, &show_contexts);
     let counters = dir.dir(c"counters");
     let c = &state.counters;
     for (name, counter) in REPORT_KINDS.into_iter().zip(&c.reports) {

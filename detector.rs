@@ -6,7 +6,9 @@
 //! wakeups (a `spinlock_t` wait queue) seen on `mm_vmscan_wakeup_kswapd`,
 //! each counted for the running cell only when the cell did it.
 
-use crate::sys::{self, ExecContext};
+use crate::locktrace::LockTrace;
+use crate::sys::{self, lockdep::MapRef, ExecContext};
+use crate::text::{Name, TextSlot};
 use core::ffi::{c_char, c_int, c_uint, c_void};
 use kernel::{
     bindings,
@@ -58,85 +60,6 @@ fn contains(line: &[u8], needle: &[u8]) -> bool {
 
 fn is_rule(line: &[u8]) -> bool {
     line.len() >= 8 && line.iter().all(|&b| b == b'=')
-}
-
-/// Longest lock class or site name kept; longer ones are cut.
-const NAME_LEN: usize = 63;
-
-/// A name printed by the kernel (a lock class, a function), kept in
-/// atomics because the probe that writes it runs in any context. One
-/// writer at a time: the running cell's own printk calls, in order.
-struct TextSlot {
-    words: [Atomic<u64>; 8],
-    len: Atomic<u32>,
-}
-
-impl TextSlot {
-    const fn new() -> Self {
-        Self {
-            words: [const { Atomic::new(0) }; 8],
-            len: Atomic::new(0),
-        }
-    }
-
-    fn clear(&self) {
-        for w in &self.words {
-            w.store(0, Relaxed);
-        }
-        self.len.store(0, Relaxed);
-    }
-
-    fn push(&self, bytes: &[u8]) {
-        for &b in bytes {
-            let i = self.len.load(Relaxed) as usize;
-            if i >= NAME_LEN {
-                return;
-            }
-            // Spaces and '=' would break the results line's key=value.
-            let b = if b == b' ' || b == b'=' { b'_' } else { b };
-            let word = &self.words[i / 8];
-            word.store(
-                word.load(Relaxed) | (u64::from(b) << (8 * (i % 8))),
-                Relaxed,
-            );
-            self.len.store(i as u32 + 1, Relaxed);
-        }
-    }
-
-    fn get(&self) -> Name {
-        let mut name = Name::default();
-        let len = (self.len.load(Relaxed) as usize).min(NAME_LEN);
-        for (i, b) in name.bytes.iter_mut().take(len).enumerate() {
-            *b = (self.words[i / 8].load(Relaxed) >> (8 * (i % 8))) as u8;
-        }
-        name.len = len as u8;
-        name
-    }
-}
-
-/// A copy of a [`TextSlot`]; `-` when empty.
-#[derive(Clone, Copy)]
-pub(crate) struct Name {
-    bytes: [u8; NAME_LEN],
-    len: u8,
-}
-
-impl Default for Name {
-    fn default() -> Self {
-        Self {
-            bytes: [0; NAME_LEN],
-            len: 0,
-        }
-    }
-}
-
-impl core::fmt::Display for Name {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match core::str::from_utf8(&self.bytes[..self.len as usize]) {
-            Ok(s) if !s.is_empty() => f.write_str(s),
-            _ => f.write_str("-"),
-        }
-    }
 }
 
 /// Where the capture of the first report's lock stands.
@@ -256,6 +179,10 @@ pub(crate) struct Detector {
     /// Where it was taken: lockdep's "at:" function, the caller of the
     /// `rt_*lock*` frame, or the sleep check's FILE:LINE.
     lock_at: TextSlot,
+    /// Every lock the cell's own context takes inside the section.
+    pub(crate) locks: LockTrace,
+    /// The section is open: its locks are traced.
+    tracing_locks: Atomic<bool>,
 }
 
 /// What one cell's detector saw.
@@ -290,6 +217,8 @@ impl Detector {
             capture: Atomic::new(capture::IDLE),
             lock: TextSlot::new(),
             lock_at: TextSlot::new(),
+            locks: LockTrace::new(),
+            tracing_locks: Atomic::new(false),
         }
     }
 
@@ -443,6 +372,8 @@ impl Detector {
         self.capture.store(capture::IDLE, Relaxed);
         self.lock.clear();
         self.lock_at.clear();
+        self.locks.clear();
+        self.tracing_locks.store(false, Relaxed);
         self.cell_unattributed.store(0, Relaxed);
         self.after_rule.store(false, Relaxed);
         self.body_in.store(body_in as u32, Relaxed);
@@ -450,6 +381,26 @@ impl Detector {
         self.body_elsewhere.store(false, Relaxed);
         self.body_ran.store(false, Relaxed);
         self.runner.store(sys::current_task(), Relaxed);
+    }
+
+    /// Traces the locks taken while `f` runs: the section, from entering
+    /// its context to leaving it.
+    pub(crate) fn trace_locks(&self, f: &mut dyn FnMut()) {
+        self.tracing_locks.store(true, Relaxed);
+        f();
+        self.tracing_locks.store(false, Relaxed);
+    }
+
+    fn on_lock_acquire(&self, map: MapRef<'_>, trylock: bool, read: u8, ip: usize) {
+        if self.tracing_locks.load(Relaxed) && self.attributed() {
+            self.locks.on_acquire(map, trylock, read, ip);
+        }
+    }
+
+    fn on_lock_release(&self, map: MapRef<'_>) {
+        if self.tracing_locks.load(Relaxed) && self.attributed() {
+            self.locks.on_release(map);
+        }
     }
 
     /// Runs the cell's body `f` where the context put it, marking the CPU
@@ -631,4 +582,42 @@ pub(crate) unsafe extern "C" fn page_free_probe(
     // SAFETY: `data` is the registered `Detector`.
     let d = unsafe { detector(data) };
     d.on_event(&d.page_frees);
+}
+
+/// Probe on `lock_acquire`, which `lock_acquire()` fires before it looks
+/// at `debug_locks`: every acquisition, armed or not.
+///
+/// # Safety
+///
+/// `data` as in [`detector`], and `lock` a live lockdep map.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe extern "C" fn lock_acquire_probe(
+    data: *mut c_void,
+    lock: *mut bindings::lockdep_map,
+    _subclass: c_uint,
+    trylock: c_int,
+    read: c_int,
+    _check: c_int,
+    _next_lock: *mut bindings::lockdep_map,
+    ip: kernel::ffi::c_ulong,
+) {
+    // SAFETY: `data` is the registered `Detector`; `lock` is the map being
+    // acquired, alive for the call.
+    let (d, map) = unsafe { (detector(data), MapRef::new(lock)) };
+    d.on_lock_acquire(map, trylock != 0, read.clamp(0, 3) as u8, ip);
+}
+
+/// Probe on `lock_release`.
+///
+/// # Safety
+///
+/// `data` as in [`detector`], and `lock` a live lockdep map.
+pub(crate) unsafe extern "C" fn lock_release_probe(
+    data: *mut c_void,
+    lock: *mut bindings::lockdep_map,
+    _ip: kernel::ffi::c_ulong,
+) {
+    // SAFETY: As in `lock_acquire_probe`.
+    let (d, map) = unsafe { (detector(data), MapRef::new(lock)) };
+    d.on_lock_release(map);
 }

@@ -5,8 +5,10 @@
 //! results and counters.
 
 use crate::detector::{Detector, Observed, REPORT_KINDS};
+use crate::inside::Inside;
+use crate::locktrace::LockRecord;
 use crate::spec::{for_each_case, AllocCell, Cell, Path, Spec};
-use crate::sys;
+use crate::sys::{self, lockdep::ContextState};
 use crate::tables::{AllocatorDef, Locks, ALLOCATORS, CONTEXTS, CONTROLS, MASKS};
 use core::fmt;
 use kernel::{
@@ -134,6 +136,16 @@ pub(crate) struct CellResult {
     /// The kernel's page counters' change over the whole cell, frees
     /// included (`/proc/vmstat`'s figures), where the kernel counts events.
     pages: Option<sys::PageCounts>,
+    /// Every lock the section took, judged by the kernel's rules.
+    pub(crate) locks: LockRecord,
+    /// The context as code inside it sees it, read when the body starts.
+    inside: Option<ContextState>,
+    /// The body calls `might_sleep()`: an allocation with a mask that may
+    /// block (`might_alloc()`), or a control that calls it.
+    calls_might_sleep: bool,
+    /// `__might_resched()` could print when the section began (its
+    /// once-per-second limit had expired): its report is not swallowed.
+    pub(crate) sleep_check_open: bool,
 }
 
 impl CellResult {
@@ -165,7 +177,26 @@ impl CellResult {
             zone_locked_alloc_ns: 0,
             section_ns: 0,
             pages: None,
+            locks: LockRecord::default(),
+            inside: None,
+            calls_might_sleep: false,
+            sleep_check_open: false,
         }
+    }
+
+    /// The module's own verdict that `might_sleep()` reports in this
+    /// cell: it is called, and `__might_resched()`'s test fails there.
+    pub(crate) fn derived_might_sleep(&self) -> bool {
+        self.calls_might_sleep && self.inside.is_some_and(|s| s.might_sleep_reports())
+    }
+
+    /// Derived reports of each kind, in `REPORT_KINDS` order: invalid wait
+    /// contexts and sleeps in atomic (the others are not derived).
+    pub(crate) fn derived(&self) -> [usize; 2] {
+        [
+            self.locks.count_invalid_wait(),
+            self.locks.count_sleeping() + usize::from(self.derived_might_sleep()),
+        ]
     }
 
     pub(crate) fn has_reports(&self) -> bool {
@@ -233,6 +264,7 @@ impl fmt::Display for CellResult {
             " lock={} lock_at={}",
             self.observed.lock, self.observed.lock_at
         )?;
+        self.fmt_derived(f)?;
         writeln!(
             f,
             " unattributed={} alloc_ns_min={} alloc_ns_median={} alloc_ns_max={} zone_locked_alloc_ns={} section_ns={}",
@@ -242,6 +274,49 @@ impl fmt::Display for CellResult {
             self.alloc_ns.max,
             self.zone_locked_alloc_ns,
             self.section_ns
+        )
+    }
+}
+
+impl CellResult {
+    /// The module's verdicts from the lock trace and the context's state,
+    /// the state itself, and the trace (last: the longest value).
+    fn fmt_derived(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [wait, sleep] = self.derived();
+        write!(
+            f,
+            " sleep_check_open={} derived_{}={} derived_{}={}",
+            u8::from(self.sleep_check_open),
+            REPORT_KINDS[0].to_str().unwrap_or("?"),
+            wait,
+            REPORT_KINDS[1].to_str().unwrap_or("?"),
+            sleep
+        )?;
+        // The first verdict, as a kernel report would name it.
+        let first = self.locks.first_verdict();
+        if self.derived_might_sleep() {
+            f.write_str(" derived_lock=might_sleep derived_at=-")?;
+        } else if let Some(l) = first {
+            write!(f, " derived_lock={} derived_at=", l.name)?;
+            sys::lockdep::write_symbol(f, l.ip)?;
+        } else {
+            f.write_str(" derived_lock=- derived_at=-")?;
+        }
+        match &self.inside {
+            Some(s) => write!(
+                f,
+                " inside_preempt_count={:#x} inside_rcu_depth={} inside_irqs_disabled={} inside_irq_context={}",
+                s.preempt_count,
+                s.rcu_depth,
+                u8::from(s.irqs_disabled),
+                s.irq_context()
+            )?,
+            None => f.write_str(" inside_preempt_count=-")?,
+        }
+        write!(
+            f,
+            " locks_dropped={} locks={}",
+            self.locks.dropped, self.locks
         )
     }
 }
@@ -337,8 +412,17 @@ pub(crate) struct State {
     /// Taken under `run_lock` only.
     #[pin]
     scratch: Mutex<Scratch>,
+    /// Every context seen from inside, recorded at load.
+    #[pin]
+    pub(crate) inside: Mutex<KVec<Inside>>,
     /// Set once the probes are attached: no cell runs unobserved.
     pub(crate) ready: Atomic<bool>,
+    /// Lockdep's `lock_acquire`/`lock_release` probes are attached.
+    pub(crate) lock_trace: Atomic<bool>,
+    /// Each cell waits until `__might_resched()` could report again (the
+    /// `sleep_check_wait` parameter): without the wait, the kernel's own
+    /// sleep reports go missing and only the derived verdicts answer.
+    pub(crate) wait_sleep_check: Atomic<bool>,
     pub(crate) stopping: Atomic<bool>,
 }
 
@@ -362,7 +446,10 @@ impl State {
             results <- new_mutex!(results),
             run_lock <- new_mutex!(()),
             scratch <- new_mutex!(scratch),
+            inside <- new_mutex!(KVec::new()),
             ready: Atomic::new(false),
+            lock_trace: Atomic::new(false),
+            wait_sleep_check: Atomic::new(true),
             stopping: Atomic::new(false),
         }? Error))
     }
@@ -401,9 +488,19 @@ impl State {
         })
     }
 
+    /// Records what every context looks like from inside (`contexts`).
+    pub(crate) fn record_inside(&self) -> Result {
+        let _serialized = self.run_lock.lock();
+        *self.inside.lock() = crate::inside::record(&self.detector, &self.locks)?;
+        Ok(())
+    }
+
     /// Waits until `__might_resched()`'s once-per-HZ rate limit has expired,
     /// so that it cannot swallow a report of the next cell.
     fn wait_might_resched_window(&self) {
+        if !self.wait_sleep_check.load(Relaxed) {
+            return;
+        }
         let hz = sys::hz();
         while sys::jiffies().wrapping_sub(self.detector.last_sleep_report.load(Relaxed)) <= hz + 1 {
             if self.stopping.load(Relaxed) {
@@ -411,6 +508,12 @@ impl State {
             }
             fsleep(Delta::from_millis(20));
         }
+    }
+
+    /// Whether `__might_resched()` would print now: its last report (seen
+    /// by the detector) is more than a second old.
+    fn sleep_check_open(&self) -> bool {
+        sys::jiffies().wrapping_sub(self.detector.last_sleep_report.load(Relaxed)) > sys::hz() + 1
     }
 
     /// Returns once a cell started now would not wait for `__might_resched()`'s
@@ -461,6 +564,7 @@ impl State {
     fn run_control(&self, c: usize, ctx: usize) -> CellResult {
         let def = &CONTROLS[c];
         let mut r = CellResult::new(Cell::Control { control: c, ctx }, Outcome::Ran);
+        r.calls_might_sleep = def.calls_might_sleep;
         self.observe_section(&mut r, ctx, &mut || (def.body)(&self.locks));
         self.end_observation(&mut r);
         r
@@ -524,6 +628,7 @@ impl State {
         };
         let warmed_cpu = warm_up.map(|w| w.cpu);
         let mut r = CellResult::new(Cell::Alloc(cell), Outcome::Ran);
+        r.calls_might_sleep = sys::may_block(gfp);
         // The slow path's state: memory drained, held until after the
         // section, with the task kept on its CPU ahead of kswapd.
         let (fifo, drained) = if cell.path == Path::Slowpath {
@@ -644,10 +749,18 @@ impl State {
     /// frees after the section is still the cell's.
     fn observe_section(&self, r: &mut CellResult, ctx: usize, body: &mut dyn FnMut()) {
         r.lockdep_before = sys::lockdep_armed();
+        r.sleep_check_open = self.sleep_check_open();
         self.detector.begin(CONTEXTS[ctx].body_in);
+        let mut inside = None;
         let start = Instant::<Monotonic>::now();
-        (CONTEXTS[ctx].enter)(&self.locks, &mut || self.detector.body(body));
+        self.detector.trace_locks(&mut || {
+            (CONTEXTS[ctx].enter)(&self.locks, &mut || {
+                inside = Some(sys::lockdep::context_state());
+                self.detector.body(body)
+            })
+        });
         r.section_ns = start.elapsed().as_nanos() as u64;
+        r.inside = inside;
     }
 
     fn end_observation(&self, r: &mut CellResult) {
@@ -659,6 +772,10 @@ impl State {
         }
         r.observed = self.detector.end();
         r.lockdep_after = sys::lockdep_armed();
+        r.locks = self.detector.locks.snapshot().unwrap_or_else(|_| {
+            pr_warn!("no memory to keep the lock trace of {}\n", r.cell);
+            LockRecord::default()
+        });
     }
 
     /// A freeing cell: `n` pages or objects allocated before the section
@@ -916,5 +1033,38 @@ impl State {
                 r.cell
             );
         }
+        if self.lock_trace.load(Relaxed) {
+            Self::summary_derived(results);
+        }
+    }
+
+    /// The second summary line: which answers the kernel's own reports
+    /// gave, and which rest on the locks seen and the contexts' state.
+    fn summary_derived(results: &[CellResult]) {
+        // [kernel and derived, derived only, kernel only] per kind.
+        let mut tally = [[0usize; 3]; 2];
+        for r in results.iter().filter(|r| r.outcome == Outcome::Ran) {
+            for (kind, derived) in r.derived().into_iter().enumerate() {
+                let reported = r.observed.reports[kind] > 0;
+                match (reported, derived > 0) {
+                    (true, true) => tally[kind][0] += 1,
+                    (false, true) => tally[kind][1] += 1,
+                    (true, false) => tally[kind][2] += 1,
+                    (false, false) => {}
+                }
+            }
+        }
+        let [wait, sleep] = tally;
+        pr_info!(
+            "lock trace: {} cells with an invalid wait context ({} reported by lockdep itself, {} from the locks seen, {} by lockdep alone); {} cells sleeping in atomic ({} reported by the kernel, {} from the locks and contexts seen, {} by the kernel alone)\n",
+            wait.iter().sum::<usize>(),
+            wait[0],
+            wait[1],
+            wait[2],
+            sleep.iter().sum::<usize>(),
+            sleep[0],
+            sleep[1],
+            sleep[2]
+        );
     }
 }

@@ -46,11 +46,14 @@ macro_rules! param {
 
 mod debugfs;
 mod detector;
+mod inside;
+mod locktrace;
 mod runner;
 mod select;
 mod spec;
 mod sys;
 mod tables;
+mod text;
 
 use core::ffi::c_void;
 use kernel::{debugfs::Scope, prelude::*, sync::atomic::Relaxed};
@@ -73,12 +76,16 @@ module! {
             default: 1,
             description: "Autorun: 1 (default) to also run the control cells, 0 not to",
         },
+        sleep_check_wait: u32 {
+            default: 1,
+            description: "1 (default): each cell waits until the kernel's once-per-second sleep check may print again, so its report is seen; 0: no wait (faster; the module's derived verdicts still answer)",
+        },
     },
 }
 
 struct GfpNoLocks {
     // Field order is teardown order: probes go before the state they point to.
-    _probes: [sys::Probe; 7],
+    _probes: KVec<sys::Probe>,
     state: Pin<KBox<Scope<State>>>,
 }
 
@@ -88,30 +95,10 @@ impl kernel::Module for GfpNoLocks {
             Scope::dir(State::new()?, c"rust_gfp_nolocks", debugfs::populate),
             GFP_KERNEL,
         )?;
-        let detector: *const c_void = (&raw const state.detector).cast();
-        let console: sys::ConsoleProbeFn = detector::console_probe;
-        let zone_locked: sys::ZoneLockedProbeFn = detector::zone_locked_probe;
-        let extfrag: sys::ExtfragProbeFn = detector::extfrag_probe;
-        let wakeup_kswapd: sys::WakeupKswapdProbeFn = detector::wakeup_kswapd_probe;
-        let pcpu_drain: sys::PcpuDrainProbeFn = detector::pcpu_drain_probe;
-        let page_alloc: sys::PageAllocProbeFn = detector::page_alloc_probe;
-        let page_free: sys::PageFreeProbeFn = detector::page_free_probe;
-        let attach = |name: &'static CStr, func: *mut c_void| {
-            // SAFETY: Each probe below has its tracepoint's signature, and
-            // `detector` outlives the probes (field order in `GfpNoLocks`).
-            unsafe { sys::Probe::attach(name, func, detector) }.inspect_err(|_| {
-                pr_err!("the {} tracepoint is missing: the kernel needs CONFIG_TRACEPOINTS (e.g. CONFIG_FTRACE=y with CONFIG_ENABLE_DEFAULT_TRACERS=y)\n", name)
-            })
-        };
-        let probes = [
-            attach(c"console", console as *mut c_void)?,
-            attach(c"mm_page_alloc_zone_locked", zone_locked as *mut c_void)?,
-            attach(c"mm_page_alloc_extfrag", extfrag as *mut c_void)?,
-            attach(c"mm_vmscan_wakeup_kswapd", wakeup_kswapd as *mut c_void)?,
-            attach(c"mm_page_pcpu_drain", pcpu_drain as *mut c_void)?,
-            attach(c"mm_page_alloc", page_alloc as *mut c_void)?,
-            attach(c"mm_page_free", page_free as *mut c_void)?,
-        ];
+        let probes = Self::attach_probes(&state)?;
+        state
+            .wait_sleep_check
+            .store(param!(sleep_check_wait) != 0, Relaxed);
         // Reports printed before the probe was attached are invisible. Every
         // __might_resched() report taints the kernel with TAINT_WARN: without
         // it no rate limit is running; with it, let one expire before the
@@ -125,6 +112,7 @@ impl kernel::Module for GfpNoLocks {
             .detector
             .last_sleep_report
             .store(sys::jiffies().wrapping_sub(since), Relaxed);
+        state.record_inside()?;
         // Only now may `run` start a cell: every probe is attached.
         state.ready.store(true, Relaxed);
         let module = Self {
@@ -139,6 +127,56 @@ impl kernel::Module for GfpNoLocks {
 }
 
 impl GfpNoLocks {
+    /// Attaches the detector's probes. Lockdep's `lock_acquire` and
+    /// `lock_release` exist with `CONFIG_LOCKDEP` only: without them the
+    /// module runs and its results have no lock trace.
+    fn attach_probes(state: &State) -> Result<KVec<sys::Probe>> {
+        let detector: *const c_void = (&raw const state.detector).cast();
+        let console: sys::ConsoleProbeFn = detector::console_probe;
+        let zone_locked: sys::ZoneLockedProbeFn = detector::zone_locked_probe;
+        let extfrag: sys::ExtfragProbeFn = detector::extfrag_probe;
+        let wakeup_kswapd: sys::WakeupKswapdProbeFn = detector::wakeup_kswapd_probe;
+        let pcpu_drain: sys::PcpuDrainProbeFn = detector::pcpu_drain_probe;
+        let page_alloc: sys::PageAllocProbeFn = detector::page_alloc_probe;
+        let page_free: sys::PageFreeProbeFn = detector::page_free_probe;
+        let lock_acquire: sys::LockAcquireProbeFn = detector::lock_acquire_probe;
+        let lock_release: sys::LockReleaseProbeFn = detector::lock_release_probe;
+        let attach = |name: &'static CStr, func: *mut c_void| {
+            // SAFETY: Each probe below has its tracepoint's signature, and
+            // `detector` outlives the probes (field order in `GfpNoLocks`).
+            unsafe { sys::Probe::attach(name, func, detector) }
+        };
+        let needed: [(&CStr, *mut c_void); 7] = [
+            (c"console", console as *mut c_void),
+            (c"mm_page_alloc_zone_locked", zone_locked as *mut c_void),
+            (c"mm_page_alloc_extfrag", extfrag as *mut c_void),
+            (c"mm_vmscan_wakeup_kswapd", wakeup_kswapd as *mut c_void),
+            (c"mm_page_pcpu_drain", pcpu_drain as *mut c_void),
+            (c"mm_page_alloc", page_alloc as *mut c_void),
+            (c"mm_page_free", page_free as *mut c_void),
+        ];
+        let mut probes = KVec::with_capacity(needed.len() + 2, GFP_KERNEL)?;
+        for (name, func) in needed {
+            let probe = attach(name, func).inspect_err(|_| {
+                pr_err!("the {} tracepoint is missing: the kernel needs CONFIG_TRACEPOINTS (e.g. CONFIG_FTRACE=y with CONFIG_ENABLE_DEFAULT_TRACERS=y)\n", name)
+            })?;
+            probes.push(probe, GFP_KERNEL)?;
+        }
+        // Both or neither: a trace that sees acquisitions but no releases
+        // would judge against locks long released.
+        let acquire = attach(c"lock_acquire", lock_acquire as *mut c_void);
+        let release = attach(c"lock_release", lock_release as *mut c_void);
+        match (acquire, release) {
+            (Ok(a), Ok(r)) => {
+                probes.push(a, GFP_KERNEL)?;
+                probes.push(r, GFP_KERNEL)?;
+                state.lock_trace.store(true, Relaxed);
+            }
+            _ => pr_warn!("no lock_acquire/lock_release tracepoints (the kernel needs CONFIG_LOCKDEP): results have no lock trace and no verdicts from it\n"),
+        }
+        Ok(probes)
+    }
+
     /// Runs every cell (and the controls unless `controls=0`); a refused
     /// cell is recorded as such and the run goes on. Module parameters are
     /// numbers, so a selection by name goes through `run` instead

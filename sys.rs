@@ -15,6 +15,9 @@ use kernel::{
     types::Opaque,
 };
 
+pub(crate) mod lockdep;
+pub(crate) mod task;
+
 pub(crate) type Gfp = bindings::gfp_t;
 
 pub(crate) const GFP_KERNEL: Gfp = bindings::GFP_KERNEL;
@@ -484,9 +487,7 @@ pub(crate) struct FifoWhileDrained {
 impl FifoWhileDrained {
     pub(crate) fn new() -> Self {
         let task = kernel::task::Task::current_raw();
-        // SAFETY: `current` is live; `policy` and `static_prio` are plain
-        // fields its own task may read.
-        let (policy, static_prio) = unsafe { ((*task).policy, (*task).static_prio) };
+        let (policy, static_prio) = (task::policy(), task::static_prio());
         if policy != bindings::SCHED_NORMAL {
             return Self { nice: None };
         }
@@ -1090,3 +1091,17 @@ pub(crate) type PageAllocProbeFn =
 pub(crate) type PageFreeProbeFn = unsafe extern "C" fn(*mut c_void, *mut bindings::page, c_uint);
 pub(crate) type WakeupKswapdProbeFn =
     unsafe extern "C" fn(*mut c_void, c_int, c_int, c_int, bindings::gfp_t);
+/// `lock_acquire(lock, subclass, trylock, read, check, next_lock, ip)`.
+pub(crate) type LockAcquireProbeFn = unsafe extern "C" fn(
+    *mut c_void,
+    *mut bindings::lockdep_map,
+    c_uint,
+    c_int,
+    c_int,
+    c_int,
+    *mut bindings::lockdep_map,
+    kernel::ffi::c_ulong,
+);
+/// `lock_release(lock, ip)`.
+pub(crate) type LockReleaseProbeFn =
+    unsafe extern "C" fn(*mut c_void, *mut bindings::lockdep_map, kernel::ffi::c_ulong);

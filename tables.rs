@@ -264,6 +264,8 @@ pub(crate) struct ControlDef {
     pub(crate) name: &'static str,
     /// Context the control's body runs in (a row of `CONTEXTS`).
     pub(crate) context: &'static str,
+    /// The body calls `might_sleep()`: the runner derives its verdict.
+    pub(crate) calls_might_sleep: bool,
     pub(crate) body: fn(&Locks),
 }
 
@@ -271,7 +273,16 @@ const fn control(name: &'static str, context: &'static str, body: fn(&Locks)) ->
     ControlDef {
         name,
         context,
+        calls_might_sleep: false,
         body,
+    }
+}
+
+/// A control whose body calls `might_sleep()`.
+const fn sleep_control(name: &'static str, context: &'static str, body: fn(&Locks)) -> ControlDef {
+    ControlDef {
+        calls_might_sleep: true,
+        ..control(name, context, body)
     }
 }
 
@@ -284,7 +295,7 @@ pub(crate) const CONTROLS: &[ControlDef] = &[
     control("spin_lock_under_raw_spin_lock", "raw_spin_lock", |l| {
         drop(l.spin.lock())
     }),
-    control(
+    sleep_control(
         "might_sleep_under_preempt_disable",
         "preempt_disable",
         |_| kernel::task::might_sleep(),

@@ -229,6 +229,13 @@ host_judge_cmd() {
 # build_host_tool: HOST_TOOL and RESTORE_TOOL, from host/ (seconds when
 # current).
 # Fails (no exit: a background job must still mark its end) on error.
+# module_sources: the module's files, relative to the repository: Kbuild,
+# the crate root and the files its `mod` lines name (*.rs at the top, and
+# sys/*.rs, the FFI corner's own files).
+module_sources() {
+	(cd "$REPO_ROOT" && ls Kbuild task_offsets.c ./*.rs sys/*.rs | sed 's|^\./||' | grep -v '^task_offsets\.rs$')
+}
+
 build_host_tool() {
 	cargo build -q --release --manifest-path "$REPO_ROOT/host/Cargo.toml" && return
 	log "error: building host/ failed: run 'cargo build --release' in host/ to see why"
