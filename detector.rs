@@ -391,15 +391,29 @@ impl Detector {
         self.tracing_locks.store(false, Relaxed);
     }
 
+    /// Lockdep's irq contexts (`task_irq_context()`: 0 task, 1 softirq, 2
+    /// hard irq, a bit each) the body's own acquisitions come in: a softirq
+    /// body's task enters it from task context; lockdep checks nothing in
+    /// NMI (`lockdep_off()`), where every context counts.
+    fn lockdep_irq_contexts(&self) -> u8 {
+        match ExecContext::from_u32(self.body_in.load(Relaxed)) {
+            ExecContext::Task => 1 << 0,
+            ExecContext::Softirq => (1 << 0) | (1 << 1),
+            ExecContext::Hardirq => (1 << 2) | (1 << 3),
+            ExecContext::Nmi => 0xf,
+        }
+    }
+
     fn on_lock_acquire(&self, map: MapRef<'_>, trylock: bool, read: u8, ip: usize) {
         if self.tracing_locks.load(Relaxed) && self.attributed() {
-            self.locks.on_acquire(map, trylock, read, ip);
+            let contexts = self.lockdep_irq_contexts();
+            self.locks.on_acquire(map, (trylock, read), ip, contexts);
         }
     }
 
     fn on_lock_release(&self, map: MapRef<'_>) {
         if self.tracing_locks.load(Relaxed) && self.attributed() {
-            self.locks.on_release(map);
+            self.locks.on_release(map, self.lockdep_irq_contexts());
         }
     }
 

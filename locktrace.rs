@@ -253,11 +253,21 @@ impl LockTrace {
         (state, allowed)
     }
 
-    /// The probe on `lock_acquire`, for the cell's own context.
-    pub(crate) fn on_acquire(&self, map: MapRef<'_>, trylock: bool, read: u8, ip: usize) {
+    /// The probe on `lock_acquire`, for the cell's own context, which
+    /// lockdep sees in one of `irq_contexts` (a bit per `task_irq_context()`
+    /// value): an interrupt's exit path runs with the task's preempt count
+    /// but in lockdep's hard irq context (`irq_exit_rcu()` leaves it last),
+    /// and what it takes there is the interrupt's, not the cell's.
+    pub(crate) fn on_acquire(
+        &self,
+        map: MapRef<'_>,
+        (trylock, read): (bool, u8),
+        ip: usize,
+        irq_contexts: u8,
+    ) {
         let state = sys::lockdep::context_state();
         // Lockdep's own work (a report it prints): it checks none of it.
-        if state.in_lockdep {
+        if state.in_lockdep || irq_contexts & (1 << state.irq_context()) == 0 {
             return;
         }
         let (inner, outer, lock_type) = map.wait_types();
@@ -322,7 +332,11 @@ impl LockTrace {
 
     /// The probe on `lock_release`: the lock leaves the held stack (the
     /// most recent acquisition of that map, as lockdep finds it).
-    pub(crate) fn on_release(&self, map: MapRef<'_>) {
+    pub(crate) fn on_release(&self, map: MapRef<'_>, irq_contexts: u8) {
+        let irq_context = sys::lockdep::context_state().irq_context();
+        if irq_contexts & (1 << irq_context) == 0 {
+            return;
+        }
         let n = self.held_len.load(Relaxed) as usize;
         let kept = n.min(MAX_HELD);
         let Some(i) = (0..kept)
@@ -358,9 +372,23 @@ impl LockTrace {
                 GFP_KERNEL,
             )?;
         }
+        // Every lock the section took, it released: a lock still held here
+        // means a release the trace did not see.
+        let held = (self.held_len.load(Relaxed) as usize).min(MAX_HELD);
+        let left = self.held[..held]
+            .iter()
+            .filter_map(|h| {
+                let map = h.map.load(Relaxed);
+                self.entries[..len]
+                    .iter()
+                    .position(|e| e.map.load(Relaxed) == map)
+            })
+            .next();
         Ok(LockRecord {
             seen,
             dropped: self.dropped.load(Relaxed),
+            held_after: self.held_len.load(Relaxed),
+            left,
         })
     }
 }
@@ -371,6 +399,10 @@ pub(crate) struct LockRecord {
     pub(crate) seen: KVec<LockSeen>,
     /// Acquisitions of further distinct locks past `MAX_LOCKS`.
     pub(crate) dropped: u32,
+    /// Locks still held when the section ended, by the trace's count.
+    pub(crate) held_after: u32,
+    /// The entry of the first of them.
+    pub(crate) left: Option<usize>,
 }
 
 impl LockRecord {

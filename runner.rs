@@ -315,9 +315,14 @@ impl CellResult {
         }
         write!(
             f,
-            " locks_dropped={} locks={}",
-            self.locks.dropped, self.locks
-        )
+            " locks_dropped={} locks_held_after={} locks_left=",
+            self.locks.dropped, self.locks.held_after
+        )?;
+        match self.locks.left.and_then(|i| self.locks.seen.get(i)) {
+            Some(l) => write!(f, "{}", l.name)?,
+            None => f.write_str("-")?,
+        }
+        write!(f, " locks={}", self.locks)
     }
 }
 

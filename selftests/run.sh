@@ -444,9 +444,27 @@ judge_cells() {
 			;;
 		esac
 	done <"$T/verdicts"
+	judge_derived
 	awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^kernel_(alloc|free)=/) { split($i, kv, "="); v[kv[1]] = kv[2] }
 		print "kernel pages +" v["kernel_alloc"] " -" v["kernel_free"] " net " v["kernel_alloc"] - v["kernel_free"] }' \
 		"$T/cells.results" >>"$T/cells.pages"
+}
+
+# judge_derived: for every cell of this phase with a lock trace, the
+# module's derived verdicts (from the locks it saw and the contexts' state)
+# equal the kernel's own reports (derived.awk), one KTAP line each: where
+# both exist, the derivation is proven, not assumed.
+judge_derived() {
+	awk -f "$SELFTESTS/derived.awk" "$T/cells.results" >"$T/derived" || fail "judge: derived.awk failed"
+	tab=$(printf '\t')
+	while IFS=$tab read -r status desc detail; do
+		if [ "$status" = ok ]; then
+			pass "$desc"
+		else
+			fail "$desc"
+			echo "# $detail"
+		fi
+	done <"$T/derived"
 }
 
 # phase_cells SOURCE: SOURCE is "all", "all:K/N" or a file of specs.

@@ -6,7 +6,10 @@
 //! compact table per flavor in the spirit of `lib/locking-selftest.c`, the
 //! differences between flavors, a timing summary and an SVG heatmap.
 
+pub mod locks;
 pub mod select;
+
+use locks::LockSeen;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -96,7 +99,34 @@ pub struct Cell {
     #[serde(default)]
     pub zone_locked_alloc_ns: u64,
     pub section_ns: u64,
+    /// The module traced the section's locks (lockdep's `lock_acquire`):
+    /// `derived`, `derived_lock` and `locks` answer the cell even with
+    /// lockdep off. False in older outputs and on kernels without lockdep.
+    #[serde(default)]
+    pub lock_trace: bool,
+    /// The module's own verdicts, per report kind it derives
+    /// (`invalid_wait_context`, `sleeping_in_atomic`): from the locks it saw
+    /// and the context's state, by the kernel's rules. Kept apart from
+    /// `reports`, which the kernel printed.
+    #[serde(default)]
+    pub derived: BTreeMap<String, u64>,
+    /// The first derived verdict: a lock class, or `might_sleep`.
+    #[serde(default = "settled_marker")]
+    pub derived_lock: String,
+    #[serde(default = "settled_marker")]
+    pub derived_at: String,
+    /// `__might_resched()` could print when the cell began (its
+    /// once-per-second limit had expired): a missing sleep report is
+    /// absent, not swallowed.
+    #[serde(default)]
+    pub sleep_check_open: bool,
+    /// Every lock the section took, in order.
+    #[serde(default)]
+    pub locks: Vec<LockSeen>,
 }
+
+/// Report kinds the module derives from its lock trace.
+pub const DERIVED_KINDS: [&str; 2] = ["invalid_wait_context", "sleeping_in_atomic"];
 
 fn ran() -> String {
     "ran".to_string()
@@ -194,6 +224,19 @@ impl Cell {
             },
             zone_locked_alloc_ns: num("zone_locked_alloc_ns")?,
             section_ns: num("section_ns")?,
+            lock_trace: kv.contains_key("locks"),
+            derived: DERIVED_KINDS
+                .iter()
+                .filter(|k| kv.contains_key(format!("derived_{k}").as_str()))
+                .map(|k| Ok((k.to_string(), num(&format!("derived_{k}"))?)))
+                .collect::<Result<_, String>>()?,
+            derived_lock: kv.get("derived_lock").copied().unwrap_or("-").to_string(),
+            derived_at: kv.get("derived_at").copied().unwrap_or("-").to_string(),
+            sleep_check_open: kv.get("sleep_check_open") == Some(&"1"),
+            locks: match kv.get("locks") {
+                Some(v) => locks::parse(v).map_err(|e| format!("{e} in: {line}"))?,
+                None => Vec::new(),
+            },
         })
     }
 
@@ -201,7 +244,7 @@ impl Cell {
     /// a `path=pcp` cell stayed on its per-cpu list without waking kswapd
     /// (otherwise the guest ran it again instead of judging it).
     pub fn settled(&self) -> bool {
-        self.lockdep_armed
+        (self.lockdep_armed || self.lock_trace)
             && self.unsettled == "-"
             && !(self.requested_path == "pcp" && (self.migrated || self.kswapd_wakeups > 0))
     }
@@ -210,10 +253,24 @@ impl Cell {
         self.reports.get(kind).copied().unwrap_or(0)
     }
 
+    /// The module's verdicts of `kind` (0 for kinds it does not derive).
+    pub fn derived(&self, kind: &str) -> u64 {
+        self.derived.get(kind).copied().unwrap_or(0)
+    }
+
+    /// Whether lockdep was armed throughout (its own reports are the
+    /// answer), rather than the lock trace standing in for it.
+    fn armed_answer(&self) -> bool {
+        self.lockdep_armed && self.unsettled == "-"
+    }
+
     /// The legend symbol: `.` clean, `W` invalid wait context, `S` sleeping
     /// in atomic, `A` scheduling while atomic, `L` other lockdep report,
-    /// `!` warning, `F` every allocation failed, `R` refused (not run), and
-    /// a trailing `?` when lockdep was disarmed (not checked by lockdep).
+    /// `!` warning, `F` every allocation failed, `R` refused (not run); `w`
+    /// and `s` for an invalid wait context or a sleep the kernel did not
+    /// print (lockdep off, or the sleep check's rate limit) but the module
+    /// derived from the locks it saw; and a trailing `?` when the cell is
+    /// unanswered (lockdep off and no lock trace, or an unsettled run).
     pub fn symbol(&self) -> String {
         if self.outcome != "ran" {
             return "R".to_string();
@@ -225,6 +282,8 @@ impl Cell {
         for (kind, sym) in REPORT_KINDS.iter().zip(REPORT_SYMBOLS) {
             if self.report(kind) > 0 {
                 s.push(sym);
+            } else if self.lock_trace && self.derived(kind) > 0 {
+                s.push(sym.to_ascii_lowercase());
             }
         }
         if !self.settled() {
@@ -257,9 +316,12 @@ pub fn parse_boot(output: &str) -> Result<Vec<Cell>, String> {
 pub fn merge(boots: &[Vec<Cell>]) -> Vec<Cell> {
     let mut merged: Vec<Cell> = Vec::new();
     for cell in boots.iter().flatten() {
+        // An answer lockdep gave armed beats one the lock trace derived,
+        // which beats none.
+        let rank = |c: &Cell| u8::from(c.settled()) + u8::from(c.armed_answer());
         match merged.iter_mut().find(|c| c.spec == cell.spec) {
             None => merged.push(cell.clone()),
-            Some(seen) if !seen.settled() => *seen = cell.clone(),
+            Some(seen) if rank(seen) < rank(cell) => *seen = cell.clone(),
             Some(_) => {}
         }
     }
@@ -673,6 +735,7 @@ pub fn explain(report: &Report, cells: bool) -> String {
 /// The legend of `Cell::symbol`.
 pub const LEGEND: &str = "legend: . clean  W invalid wait context  S sleeping in atomic  A scheduling while atomic  \
 L other lockdep report  ! warning  F allocation failed  R refused (memory too short)  ? not checked by lockdep\n\
+w s: invalid wait context / sleeping in atomic the kernel did not print (lockdep off, or the sleep check's once-a-second limit) but the module derived from the locks the cell took, by the kernel's rules\n\
 - not a cell: the call is not legal in that context (only alloc_pages_nolock(), kmalloc_nolock() and kfree_nolock() run in NMI)\n\
 W on a !PREEMPT_RT kernel is lockdep's PROVE_RAW_LOCK_NESTING check: that lock would sleep on PREEMPT_RT (legal here)\n\
 columns: masks under each allocator (AT|NW = GFP_ATOMIC|__GFP_NOWARN, NOWARN = __GFP_NOWARN alone); rows: the atomic context\n\
@@ -800,7 +863,9 @@ pub fn same_answers(a: &[Cell], b: &[Cell]) -> (Vec<String>, bool) {
         ));
     }
     for ca in a {
-        let answer = |c: &Cell| format!("{} {}", c.symbol(), c.path);
+        // The answer, whichever evidence gave it: a lock-derived `w` is the
+        // same answer as lockdep's `W`.
+        let answer = |c: &Cell| format!("{} {}", c.symbol().to_ascii_uppercase(), c.path);
         match b.iter().find(|cb| cb.spec == ca.spec) {
             Some(cb) if answer(ca) == answer(cb) && ca.settled() && cb.settled() => {
                 lines.push(format!("same {}: {}", ca.spec, answer(ca)));
