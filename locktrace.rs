@@ -270,9 +270,21 @@ impl LockTrace {
         if state.in_lockdep || irq_contexts & (1 << state.irq_context()) == 0 {
             return;
         }
+        // The state is the caller's; the stack is updated with nothing in
+        // between that could take a lock (see `without_interrupts()`).
+        sys::lockdep::without_interrupts(|| self.judge_and_push(map, (trylock, read), ip, &state));
+    }
+
+    fn judge_and_push(
+        &self,
+        map: MapRef<'_>,
+        (trylock, read): (bool, u8),
+        ip: usize,
+        state: &ContextState,
+    ) {
         let (inner, outer, lock_type) = map.wait_types();
-        let allowed = self.allowed(&state);
-        let (invalid_wait, sleeps) = verdict((inner, outer, lock_type), trylock, &state, allowed);
+        let allowed = self.allowed(state);
+        let (invalid_wait, sleeps) = verdict((inner, outer, lock_type), trylock, state, allowed);
         let facts = Acquisition {
             inner,
             outer,
@@ -337,6 +349,10 @@ impl LockTrace {
         if irq_contexts & (1 << irq_context) == 0 {
             return;
         }
+        sys::lockdep::without_interrupts(|| self.pop_held(map));
+    }
+
+    fn pop_held(&self, map: MapRef<'_>) {
         let n = self.held_len.load(Relaxed) as usize;
         let kept = n.min(MAX_HELD);
         let Some(i) = (0..kept)

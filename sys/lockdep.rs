@@ -225,6 +225,30 @@ fn irqs_disabled() -> bool {
     flags & (1 << 9) == 0
 }
 
+/// Runs `f` with interrupts off on this CPU, and so without preemption:
+/// the lock trace's probes run in whatever context takes a lock (tracepoint
+/// probes run under SRCU, preemptible), and a schedule or an interrupt in
+/// the middle of an update would take locks of its own, traced into the
+/// same stack. Raw: lockdep's own irq state is left alone, as
+/// `raw_local_irq_save()` does; `f` takes no lock.
+#[cfg(CONFIG_X86)]
+pub(crate) fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
+    let flags: u64;
+    // SAFETY: Saves RFLAGS and clears IF; restored below on this CPU (no
+    // migration with interrupts off).
+    unsafe { core::arch::asm!("pushfq", "pop {}", "cli", out(reg) flags) };
+    let r = f();
+    // SAFETY: Restores the RFLAGS saved above (IF as it was).
+    unsafe { core::arch::asm!("push {}", "popfq", in(reg) flags) };
+    r
+}
+
+/// Without x86 the module attributes nothing to a cell (`exec_context()`).
+#[cfg(not(CONFIG_X86))]
+pub(crate) fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 /// The running context, read on the running CPU. A preemptible task may
 /// move between reading its CPU and that CPU's counts: read again until the
 /// CPU is the same before and after (a task that moved was preemptible, and
