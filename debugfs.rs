@@ -2,7 +2,7 @@
 
 //! The debugfs surface, `/sys/kernel/debug/rust_gfp_nolocks/`: `run`,
 //! `reset`, `settle`, `results`, `last`, `cases`, `tables`, `lockdep`,
-//! `contexts` and `counters/`.
+//! `contexts`, `sleep_check_wait` and `counters/`.
 
 use crate::detector::REPORT_KINDS;
 use crate::runner::State;
@@ -46,6 +46,32 @@ fn read_one(reader: &mut UserSliceReader, usage: &str) -> Result {
     }
     pr_err!("{}\n", usage);
     Err(EINVAL)
+}
+
+/// `0` or `1`, for `sleep_check_wait`: anything else is refused with a
+/// line that says what the file does.
+fn write_sleep_check_wait(state: &State, reader: &mut UserSliceReader) -> Result {
+    let mut buf = [0u8; 8];
+    let len = reader.len();
+    if len <= buf.len() {
+        reader.read_slice(&mut buf[..len])?;
+        let wait = match buf[..len].trim_ascii() {
+            b"0" => Some(false),
+            b"1" => Some(true),
+            _ => None,
+        };
+        if let Some(wait) = wait {
+            let _serialized = state.run_lock.lock();
+            state.wait_sleep_check.store(wait, Relaxed);
+            return Ok(());
+        }
+    }
+    pr_err!("sleep_check_wait: write 1 to let each cell wait until the kernel's sleep check may print again (its report is seen), 0 not to (faster; the derived verdicts still answer)\n");
+    Err(EINVAL)
+}
+
+fn show_sleep_check_wait(state: &State, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    writeln!(f, "{}", u8::from(state.wait_sleep_check.load(Relaxed)))
 }
 
 fn write_reset(state: &State, reader: &mut UserSliceReader) -> Result {
@@ -133,6 +159,12 @@ pub(crate) fn populate<'a>(state: &'a State, dir: &ScopedDir<'a, '_>) {
     dir.read_callback_file(c"tables", state, &show_tables);
     dir.read_callback_file(c"lockdep", state, &show_lockdep);
     dir.read_callback_file(c"contexts", state, &show_contexts);
+    dir.read_write_callback_file(
+        c"sleep_check_wait",
+        state,
+        &show_sleep_check_wait,
+        &write_sleep_check_wait,
+    );
     let counters = dir.dir(c"counters");
     let c = &state.counters;
     for (name, counter) in REPORT_KINDS.into_iter().zip(&c.reports) {

@@ -98,15 +98,18 @@ impl Acquisition {
         }
     }
 
-    /// Entries merge when the lock and everything the rules judged agree.
+    /// Entries merge when the lock and everything the rules judged agree
+    /// (an entry keeps the counts and interrupt state of its first
+    /// acquisition, and whether lockdep was armed then).
     fn same_kind(&self, other: &Self) -> bool {
-        Self {
+        let judged = |a: &Self| Self {
             armed: false,
-            ..*self
-        } == Self {
-            armed: false,
-            ..*other
-        }
+            preempt_count: 0,
+            rcu_depth: 0,
+            irqs_disabled: false,
+            ..*a
+        };
+        judged(self) == judged(other)
     }
 }
 

@@ -287,6 +287,12 @@ pub(crate) fn context_state() -> ContextState {
     state
 }
 
+/// `[name]` without its brackets.
+fn without_brackets(s: &[u8]) -> &[u8] {
+    let s = s.strip_prefix(b"[").unwrap_or(s);
+    s.strip_suffix(b"]").unwrap_or(s)
+}
+
 /// Writes the function `ip` is in (`sprint_symbol_no_offset()`), or the
 /// address if it has none.
 pub(crate) fn write_symbol(f: &mut core::fmt::Formatter<'_>, ip: usize) -> core::fmt::Result {
@@ -297,9 +303,16 @@ pub(crate) fn write_symbol(f: &mut core::fmt::Formatter<'_>, ip: usize) -> core:
     let len = unsafe {
         bindings::sprint_symbol_no_offset(buf.as_mut_ptr().cast(), ip as kernel::ffi::c_ulong)
     };
-    let name = buf.get(..len.max(0) as usize).unwrap_or(&[]);
+    let text = buf.get(..len.max(0) as usize).unwrap_or(&[]);
+    let mut words = text.split(|&b| b == b' ');
     // Only the function: " [module]" would break a results line's words.
-    let name = name.split(|&b| b == b' ').next().unwrap_or(&[]);
+    let name = words.next().unwrap_or(&[]);
+    // A Rust symbol of a module (v0 mangling, a few hundred bytes for a
+    // closure) reads better as the module it is in.
+    let name = match words.next() {
+        Some(module) if name.starts_with(b"_R") => without_brackets(module),
+        _ => name,
+    };
     match core::str::from_utf8(name) {
         Ok(s) if !s.is_empty() => f.write_str(s),
         _ => write!(f, "{:#x}", ip),

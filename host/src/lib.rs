@@ -6,6 +6,7 @@
 //! compact table per flavor in the spirit of `lib/locking-selftest.c`, the
 //! differences between flavors, a timing summary and an SVG heatmap.
 
+pub mod derived;
 pub mod locks;
 pub mod select;
 
@@ -258,10 +259,12 @@ impl Cell {
         self.derived.get(kind).copied().unwrap_or(0)
     }
 
-    /// Whether lockdep was armed throughout (its own reports are the
-    /// answer), rather than the lock trace standing in for it.
-    fn armed_answer(&self) -> bool {
-        self.lockdep_armed && self.unsettled == "-"
+    /// Whether the kernel could print every report itself: lockdep was
+    /// armed and the sleep check's once-per-second limit had expired (older
+    /// outputs, without a lock trace, waited for it). Then its reports are
+    /// the answer, rather than the lock trace standing in for them.
+    pub fn kernel_answer(&self) -> bool {
+        self.lockdep_armed && self.unsettled == "-" && (!self.lock_trace || self.sleep_check_open)
     }
 
     /// The legend symbol: `.` clean, `W` invalid wait context, `S` sleeping
@@ -309,16 +312,16 @@ pub fn parse_boot(output: &str) -> Result<Vec<Cell>, String> {
         .collect()
 }
 
-/// Merges boots in order: each cell keeps its first settled observation
-/// (lockdep armed, and for `path=pcp` the pure per-cpu path), or else its
-/// last observation (then marked not checked). Cells keep the order in
-/// which they were first seen.
+/// Merges boots in order: each cell keeps its first observation with
+/// lockdep armed (and for `path=pcp` the pure per-cpu path), or else its
+/// first answered by the lock trace, or else its last (then marked not
+/// checked). Cells keep the order in which they were first seen.
 pub fn merge(boots: &[Vec<Cell>]) -> Vec<Cell> {
     let mut merged: Vec<Cell> = Vec::new();
     for cell in boots.iter().flatten() {
         // An answer lockdep gave armed beats one the lock trace derived,
         // which beats none.
-        let rank = |c: &Cell| u8::from(c.settled()) + u8::from(c.armed_answer());
+        let rank = |c: &Cell| u8::from(c.settled()) + u8::from(c.kernel_answer());
         match merged.iter_mut().find(|c| c.spec == cell.spec) {
             None => merged.push(cell.clone()),
             Some(seen) if rank(seen) < rank(cell) => *seen = cell.clone(),
@@ -729,6 +732,7 @@ pub fn explain(report: &Report, cells: bool) -> String {
             }
         }
     }
+    out.push_str(&derived::describe(&report.cells, cells));
     out
 }
 

@@ -59,7 +59,10 @@ fn parse_entry(entry: &str) -> Result<LockSeen, String> {
     let [who, inner, outer, lock_type, trylock, read, allowed, irq, preempt, rcu, irqs_off, flags, count] =
         fields[..]
     else {
-        return Err(format!("lock entry '{entry}' has {} fields, not 13", fields.len()));
+        return Err(format!(
+            "lock entry '{entry}' has {} fields, not 13",
+            fields.len()
+        ));
     };
     let (name, site) = who
         .rsplit_once('@')
@@ -153,7 +156,10 @@ mod tests {
         assert_eq!(locks[1].name, "&zone->lock");
         assert_eq!(locks[1].site, "__rmqueue_pcplist");
         assert!(locks[1].invalid_wait && !locks[1].armed && !locks[1].sleeps);
-        assert_eq!((locks[1].wait_inner, locks[1].allowed, locks[1].count), (3, 2, 4));
+        assert_eq!(
+            (locks[1].wait_inner, locks[1].allowed, locks[1].count),
+            (3, 2, 4)
+        );
         assert!(!locks[0].invalid_wait && locks[0].armed);
         assert!(parse("-").unwrap().is_empty());
     }

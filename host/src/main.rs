@@ -28,7 +28,14 @@ const USAGE: &str = "usage: rgn-report COMMAND [ARGS]
   diff JSON JSON
         the cells whose answer differs; exit 1 if any does, so CI can gate on it
   explain [--cells] JSON...
-        the lock behind each report, and what it is (--cells: cell by cell)
+        the lock behind each report, and what it is; the derived verdicts by
+        the lock and context they rest on (--cells: cell by cell, with every
+        lock each cell took)
+  confirm OUTPUT...
+        the specs to run with lockdep armed: one cell for every (lock, context)
+        a derived verdict rests on that no kernel report confirmed
+  confirm --check JSON...
+        every such pair is confirmed by a kernel report (exit 1 if not)
   select [--check] SELECTION [SPECS_FILE...]
         the specs (one a line; standard input without a file) that SELECTION
         picks; an unknown name is an error that lists the valid ones
@@ -311,6 +318,44 @@ fn cmd_explain(p: &mut lexopt::Parser) -> Result<bool, String> {
     Ok(true)
 }
 
+fn cmd_confirm(p: &mut lexopt::Parser) -> Result<bool, String> {
+    let a = Args::parse(p, &[], &["check"])?;
+    if a.files.is_empty() {
+        return Err(
+            "confirm needs at least one guest output (or with --check, results file)".into(),
+        );
+    }
+    if a.flag("check") {
+        let mut all = true;
+        for f in &a.files {
+            let report = load(f)?;
+            for (pair, with, confirmed) in rgn_report::derived::ledger(&report.cells) {
+                if confirmed.is_none() {
+                    all = false;
+                    println!(
+                        "{}: {} in {} ({}) rests on the locks alone, in {} cells, first {}",
+                        f,
+                        pair.cause,
+                        pair.context,
+                        pair.kind,
+                        with.len(),
+                        with[0].spec
+                    );
+                }
+            }
+        }
+        return Ok(all);
+    }
+    let mut boots = Vec::new();
+    for f in &a.files {
+        boots.push(parse_boot(&read(f)?).map_err(|e| format!("{f}: {e}"))?);
+    }
+    for spec in rgn_report::derived::to_confirm(&merge(&boots)) {
+        println!("{spec}");
+    }
+    Ok(true)
+}
+
 fn cmd_svg(p: &mut lexopt::Parser) -> Result<bool, String> {
     let a = Args::parse(p, &["out"], &[])?;
     let reports = load_all(&a.files)?;
@@ -378,6 +423,7 @@ fn run() -> Result<bool, String> {
         "complete" => cmd_complete(&mut p),
         "diff" => cmd_diff(&mut p),
         "explain" => cmd_explain(&mut p),
+        "confirm" => cmd_confirm(&mut p),
         "select" => cmd_select(&mut p),
         other => Err(format!("unknown command '{other}' (--help lists them)")),
     }

@@ -1,0 +1,206 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The module's derived verdicts across a run: the (cause, context) pairs
+//! they rest on, which of them a kernel report confirmed in some cell, and
+//! the cells to run with lockdep armed (and the sleep check's rate limit
+//! expired) so that every pair is confirmed by the kernel itself.
+
+use crate::Cell;
+use std::fmt::Write as _;
+
+/// What a derived verdict rests on: its kind, the lock (or `might_sleep`)
+/// and the context it was taken in.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Pair {
+    /// `invalid_wait_context` or `sleeping_in_atomic`.
+    pub kind: &'static str,
+    pub cause: String,
+    pub context: String,
+}
+
+/// The lock of the cell's first acquisition flagged by `check_wait_context()`.
+fn first_invalid_wait(c: &Cell) -> Option<&str> {
+    c.locks
+        .iter()
+        .find(|l| l.invalid_wait)
+        .map(|l| l.name.as_str())
+}
+
+/// What the cell's first sleep verdict rests on: `might_sleep` (the
+/// allocation's own check), or the first sleeping lock.
+fn first_sleep(c: &Cell) -> Option<&str> {
+    if c.derived("sleeping_in_atomic") == 0 {
+        return None;
+    }
+    if c.derived_lock == "might_sleep" {
+        return Some("might_sleep");
+    }
+    c.locks.iter().find(|l| l.sleeps).map(|l| l.name.as_str())
+}
+
+/// The pairs a cell's derived verdicts rest on, each with whether the
+/// kernel printed that kind of report in this cell.
+pub fn pairs(c: &Cell) -> Vec<(Pair, bool)> {
+    let mut out = Vec::new();
+    if !c.lock_trace || c.outcome != "ran" || c.unsettled != "-" {
+        return out;
+    }
+    let pair = |kind, cause: &str| Pair {
+        kind,
+        cause: cause.to_string(),
+        context: c.context.clone(),
+    };
+    if let Some(lock) = first_invalid_wait(c) {
+        let kind = "invalid_wait_context";
+        out.push((
+            pair(kind, lock),
+            c.reports.get(kind).copied().unwrap_or(0) > 0,
+        ));
+    }
+    if let Some(cause) = first_sleep(c) {
+        let kind = "sleeping_in_atomic";
+        out.push((
+            pair(kind, cause),
+            c.reports.get(kind).copied().unwrap_or(0) > 0,
+        ));
+    }
+    out
+}
+
+/// Every pair of `cells`, in order of first appearance, with the cells
+/// that rest on it and the first cell whose kernel report confirmed it.
+pub fn ledger(cells: &[Cell]) -> Vec<(Pair, Vec<&Cell>, Option<&Cell>)> {
+    let mut out: Vec<(Pair, Vec<&Cell>, Option<&Cell>)> = Vec::new();
+    for c in cells {
+        for (p, confirmed) in pairs(c) {
+            let i = match out.iter().position(|(q, _, _)| *q == p) {
+                Some(i) => i,
+                None => {
+                    out.push((p, Vec::new(), None));
+                    out.len() - 1
+                }
+            };
+            out[i].1.push(c);
+            if confirmed && out[i].2.is_none() {
+                out[i].2 = Some(c);
+            }
+        }
+    }
+    out
+}
+
+/// The specs to run again where the kernel reports for itself: for every
+/// pair no kernel report confirmed, its first cell not yet observed that
+/// way (the cache's state may send a cell run again down another path, to
+/// another lock: the next round tries the pair's next cell).
+pub fn to_confirm(cells: &[Cell]) -> Vec<String> {
+    let mut specs: Vec<String> = Vec::new();
+    for (_, with, confirmed) in ledger(cells) {
+        if confirmed.is_some() {
+            continue;
+        }
+        if let Some(c) = with.iter().find(|c| !c.kernel_answer()) {
+            if !specs.contains(&c.spec) {
+                specs.push(c.spec.clone());
+            }
+        }
+    }
+    specs
+}
+
+/// The ledger as text, for `explain`: each pair, its cells, and the cell
+/// whose own kernel report confirmed it.
+pub fn describe(cells: &[Cell], with_cells: bool) -> String {
+    let mut out = String::new();
+    let ledger = ledger(cells);
+    if ledger.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "derived verdicts (from the locks each cell took, by the kernel's rules), by what they rest on:"
+    );
+    for (p, with, confirmed) in &ledger {
+        let by_kernel = with
+            .iter()
+            .filter(|c| pairs(c).iter().any(|(q, k)| q == p && *k))
+            .count();
+        let _ = writeln!(
+            out,
+            "  {} in {}: {}, {} cells ({} also reported by the kernel); {}",
+            p.cause,
+            p.context,
+            p.kind,
+            with.len(),
+            by_kernel,
+            match confirmed {
+                Some(c) => format!("confirmed by the kernel in {}", c.spec),
+                None => "NOT CONFIRMED by a kernel report".to_string(),
+            }
+        );
+        if with_cells {
+            for c in with {
+                let _ = writeln!(out, "    {} {}", c.spec, c.symbol());
+                for l in &c.locks {
+                    let _ = writeln!(out, "      {}", l.describe());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINE: &str = "kind=alloc ctx=raw_spin_lock alloc=get_free_page gfp=GFP_ATOMIC order=0 path=zone_lock n=4096 context=raw_spin_lock outcome=ran observed_path=zone_lock iterations=1 allocated=1 failed=0 migrated=0 kswapd_wakeups=0 unsettled=- lockdep_before=0 lockdep_after=0 sleeping_in_atomic=0 scheduling_while_atomic=0 lockdep_other=0 warning=0 alloc_ns_min=1 alloc_ns_median=1 alloc_ns_max=1 zone_locked_alloc_ns=0 section_ns=1 derived_sleeping_in_atomic=0 derived_lock=&zone->lock derived_at=f";
+    const ZONE: &str = "locks=raw@f:2:0:0:0:0:5:0:0x1:0:0:-:1,&zone->lock@__rmqueue_pcplist:3:0:0:0:0:2:0:0x1:0:1:W:1";
+
+    fn cell(iwc: u32, spec_gfp: &str) -> Cell {
+        let line = LINE.replace("gfp=GFP_ATOMIC", &format!("gfp={spec_gfp}"));
+        Cell::parse(&format!(
+            "{line} invalid_wait_context={iwc} derived_invalid_wait_context=1 {ZONE}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pair_no_kernel_report_confirmed_is_run_again_once() {
+        let cells = [cell(0, "GFP_ATOMIC"), cell(0, "GFP_NOWAIT")];
+        let specs = to_confirm(&cells);
+        assert_eq!(specs, vec![cells[0].spec.clone()]);
+        assert!(describe(&cells, false).contains("NOT CONFIRMED"));
+    }
+
+    #[test]
+    fn a_pair_whose_cells_all_ran_where_the_kernel_reports_is_not_run_again() {
+        let armed = |gfp| {
+            let line = LINE
+                .replace("gfp=GFP_ATOMIC", &format!("gfp={gfp}"))
+                .replace("lockdep_before=0", "lockdep_before=1");
+            Cell::parse(&format!(
+                "{line} sleep_check_open=1 invalid_wait_context=0 derived_invalid_wait_context=1 {ZONE}"
+            ))
+            .unwrap()
+        };
+        let cells = [armed("GFP_ATOMIC"), cell(0, "GFP_NOWAIT")];
+        assert_eq!(to_confirm(&cells), vec![cells[1].spec.clone()]);
+        assert!(to_confirm(&cells[..1]).is_empty());
+    }
+
+    #[test]
+    fn a_pair_the_kernel_reported_in_one_cell_needs_no_run() {
+        let cells = [cell(0, "GFP_ATOMIC"), cell(1, "GFP_NOWAIT")];
+        assert!(to_confirm(&cells).is_empty());
+        let text = describe(&cells, true);
+        assert!(text.contains("&zone->lock in raw_spin_lock: invalid_wait_context, 2 cells (1 also reported by the kernel); confirmed by the kernel in"));
+        assert!(text.contains("INVALID WAIT CONTEXT"));
+    }
+
+    #[test]
+    fn cells_without_a_lock_trace_rest_on_nothing() {
+        let c = Cell::parse(&format!("{LINE} invalid_wait_context=0")).unwrap();
+        assert!(pairs(&c).is_empty());
+    }
+}
