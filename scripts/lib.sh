@@ -213,17 +213,18 @@ kdir() {
 export HOST_TOOL="$REPO_ROOT/host/target/release/rgn-report"
 export RESTORE_TOOL="$REPO_ROOT/host/target/release/rgn-restore"
 
-# host_judge_cmd FLAVOR SCRATCH: the command (for rgn-restore --judge) that
-# judges a restore's raw guest output ($1) on the host as the guest judges
-# a boot's: run.sh's phase judge, with busybox's sh and awk (the guest's)
-# first in PATH and SCRATCH for its files.
+# host_judge_cmd FLAVOR SCRATCH [PHASE]: the command (for rgn-restore
+# --judge) that judges a restore's raw guest output ($1) on the host as the
+# guest judges a boot's: run.sh's phase PHASE (default judge; judge-onepass
+# for phase onepass's block), with busybox's sh and awk (the guest's) first
+# in PATH and SCRATCH for its files.
 host_judge_cmd() {
 	_bb=$2/bin
 	mkdir -p "$_bb"
 	[ -x "$_bb/awk" ] || busybox --install -s "$_bb" 2>/dev/null ||
 		die "busybox --install failed: run scripts/setup (busybox-static)"
 	_helpers=$(kernel_src_dir)/tools/testing/selftests/kselftest/ktap_helpers.sh
-	printf '%s' "PATH='$_bb':\$PATH RGN_FLAVOR=$1 RGN_KTAP_HELPERS='$_helpers' RGN_TMP='$2' busybox sh '$REPO_ROOT/selftests/run.sh' \"judge:\$1\""
+	printf '%s' "PATH='$_bb':\$PATH RGN_FLAVOR=$1 RGN_KTAP_HELPERS='$_helpers' RGN_TMP='$2' busybox sh '$REPO_ROOT/selftests/run.sh' \"${3:-judge}:\$1\""
 }
 
 # build_host_tool: HOST_TOOL and RESTORE_TOOL, from host/ (seconds when

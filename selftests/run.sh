@@ -28,9 +28,13 @@
 #               ("# CASE") and left for the host to run from restores
 #               ("# RETRY")
 #   onepass     every cell in one load (one write of 'all', no wait for the
-#               sleep check's rate limit), judged on the kernel's reports
-#               where it printed them and on the module's derived verdicts
-#               elsewhere; cells that need lockdep itself wait ("# RETRY")
+#               sleep check's rate limit); cases and results printed as one
+#               compressed block ("# ONEPASS-GZ") for the host
+#   judge-onepass:RAW
+#               (on the host, as judge:RAW) judges onepass's decoded block
+#               RAW: on the kernel's reports where it printed them and on
+#               the module's derived verdicts elsewhere; cells that need
+#               lockdep itself wait ("# RETRY")
 #   judge:RAW   (on the host, with busybox sh, RGN_FLAVOR, RGN_KTAP_HELPERS
 #               and RGN_TMP) judges the output RAW of phase chain as phase
 #               cells would have in the guest
@@ -528,16 +532,19 @@ phase_cells() {
 # phase_onepass: every case in one write of 'all' to run, in one load,
 # with no wait for the sleep check's once-per-second limit between cells:
 # the kernel's own reports answer where it printed them (until lockdep's
-# first report turns it off), the module's derived verdicts elsewhere, and
-# expect.awk judges each cell on whichever answers it (derived=1). A cell
-# that needs lockdep itself prints "# RETRY SPEC" for the host's restores,
-# which also confirm every derived verdict (rgn-report confirm).
+# first report turns it off), the module's derived verdicts elsewhere.
+# Prints the cases and the results as one compressed block for the host,
+# whose phase judge-onepass judges them (expect.awk with derived=1, and
+# derived.awk): judging 247 cells with busybox awk under TCG, and printing
+# their verdicts through a PREEMPT_RT serial port (its interrupt handler
+# runs in a thread: about 8 KB/s), cost more than the cells. A cell that
+# needs lockdep itself is a "# RETRY SPEC" of the judge, for the host's
+# restores, which also confirm every derived verdict (rgn-report confirm).
 phase_onepass() {
 	if ! load_module; then
 		fail "onepass: the module does not load"
 		return
 	fi
-	sed 's/^/# CASE /' "$DEBUGFS/cases"
 	echo 1 >"$DEBUGFS/reset"
 	echo 0 >"$DEBUGFS/sleep_check_wait"
 	read -r _t0 _ </proc/uptime
@@ -551,14 +558,35 @@ phase_onepass() {
 		return
 	fi
 	echo "# onepass: $(wc -l <"$DEBUGFS/results") cells in one write, $_t0 s to $_t1 s of uptime"
-	awk '{ print "cell=" NR " " $0 }' "$DEBUGFS/results" >"$T/cells.results"
-	# Compressed: a serial port under PREEMPT_RT moves about 8 KB/s (its
-	# interrupt handler runs in a thread), and the lines of a whole matrix
-	# are 400 KB. The host expands the block into "# RESULT" lines
-	# (scripts/run-flavor).
-	echo "# RESULTS-GZ $(wc -l <"$T/cells.results")"
-	sed 's/^cell=[0-9]* //' "$T/cells.results" | gzip -c | base64
-	echo "# RESULTS-GZ end"
+	# The lines phase judge-onepass reads, gzip and base64: the host's
+	# run-flavor decodes the block ("# ONEPASS-GZ LINES" to "# ONEPASS-GZ
+	# end") into a file of its own.
+	{
+		sed 's/^/# CASE /' "$DEBUGFS/cases"
+		awk '{ print "# CELL cell=" NR " " $0 }' "$DEBUGFS/results"
+	} >"$T/onepass.raw"
+	echo "# ONEPASS-GZ $(wc -l <"$T/onepass.raw")"
+	gzip -c "$T/onepass.raw" | base64
+	echo "# ONEPASS-GZ end"
+	pass "onepass: every case ran in one write of 'all'"
+}
+
+# phase_judge_onepass RAW: on the host, the verdicts of phase onepass's
+# decoded block RAW: its cases and results, each cell judged on the
+# kernel's reports where it printed them and on the derived verdicts
+# elsewhere, and the derived verdicts held against the kernel's reports
+# wherever both exist.
+phase_judge_onepass() {
+	grep '^# CASE ' "$1"
+	sed -n 's/^# CELL cell=[0-9]* /# RESULT /p' "$1"
+	sed -n 's/^# CELL //p' "$1" >"$T/cells.results"
+	cases=$(grep -c '^# CASE ' "$1")
+	cells=$(wc -l <"$T/cells.results")
+	if [ "$cases" -eq "$cells" ]; then
+		pass "onepass: $cells results for $cases cases"
+	else
+		fail "onepass: $cells results for $cases cases"
+	fi
 	DERIVED=1 judge_cells
 }
 
@@ -963,7 +991,7 @@ main() {
 	ktap_print_header
 	for phase in "$@"; do
 		case $phase in
-		judge:*) echo "# phase $phase (on the host)" ;;
+		judge:* | judge-onepass:*) echo "# phase $phase (on the host)" ;;
 		*) echo "# phase $phase at $(cut -d ' ' -f 1 /proc/uptime), free pages $(free_pages)" ;;
 		esac
 		case $phase in
@@ -978,6 +1006,7 @@ main() {
 			SHELL_PAGES=0
 			;;
 		judge:*) phase_judge "${phase#judge:}" ;;
+		judge-onepass:*) phase_judge_onepass "${phase#judge-onepass:}" ;;
 		queue:*) phase_queue "${phase#queue:}" ;;
 		onepass) phase_onepass ;;
 		agreement) phase_agreement ;;
