@@ -563,6 +563,7 @@ phase_onepass() {
 	# end") into a file of its own.
 	{
 		sed 's/^/# CASE /' "$DEBUGFS/cases"
+		sed 's/^/# CONTEXT /' "$DEBUGFS/contexts"
 		awk '{ print "# CELL cell=" NR " " $0 }' "$DEBUGFS/results"
 	} >"$T/onepass.raw"
 	echo "# ONEPASS-GZ $(wc -l <"$T/onepass.raw")"
@@ -572,12 +573,13 @@ phase_onepass() {
 }
 
 # phase_judge_onepass RAW: on the host, the verdicts of phase onepass's
-# decoded block RAW: its cases and results, each cell judged on the
+# decoded block RAW: its cases, contexts (seen from inside, for the
+# host's view) and results, each cell judged on the
 # kernel's reports where it printed them and on the derived verdicts
 # elsewhere, and the derived verdicts held against the kernel's reports
 # wherever both exist.
 phase_judge_onepass() {
-	grep '^# CASE ' "$1"
+	grep '^# CASE \|^# CONTEXT ' "$1"
 	sed -n 's/^# CELL cell=[0-9]* /# RESULT /p' "$1"
 	sed -n 's/^# CELL //p' "$1" >"$T/cells.results"
 	cases=$(grep -c '^# CASE ' "$1")

@@ -6,6 +6,7 @@
 //! compact table per flavor in the spirit of `lib/locking-selftest.c`, the
 //! differences between flavors, a timing summary and an SVG heatmap.
 
+pub mod contexts;
 pub mod derived;
 pub mod locks;
 pub mod select;
@@ -342,6 +343,9 @@ pub struct Report {
     #[serde(default)]
     pub restores: u32,
     pub cells: Vec<Cell>,
+    /// Each context seen from inside (absent from older outputs).
+    #[serde(default)]
+    pub contexts: Vec<contexts::ContextSeen>,
 }
 
 /// Kernel options the report records, read from the build's `.config`.
@@ -1226,6 +1230,7 @@ mod tests {
             boots: 1,
             restores: 0,
             cells: Vec::new(),
+            contexts: Vec::new(),
         };
         // Older lines name no lock: nothing to explain.
         assert_eq!(Cell::parse(LINE).unwrap().lock, "-");
@@ -1297,6 +1302,7 @@ mod tests {
             boots: 1,
             restores: 0,
             cells: vec![Cell::parse(&slab).unwrap(), Cell::parse(&pcp).unwrap()],
+            contexts: Vec::new(),
         };
         let (rows, cols) = report.grid();
         assert_eq!(rows, vec!["raw_spin_lock"]);

@@ -150,6 +150,13 @@ fn cmd_merge(p: &mut lexopt::Parser) -> Result<bool, String> {
         return Err("merge needs at least one boot output".into());
     }
     let cells = merged(&a.files)?;
+    let mut contexts = Vec::new();
+    for f in &a.files {
+        let seen = rgn_report::contexts::parse(&read(f)?).map_err(|e| format!("{f}: {e}"))?;
+        if contexts.is_empty() {
+            contexts = seen;
+        }
+    }
     let report = Report {
         kernel: a.required("kernel")?.to_string(),
         flavor: a.required("flavor")?.to_string(),
@@ -157,6 +164,7 @@ fn cmd_merge(p: &mut lexopt::Parser) -> Result<bool, String> {
         boots: a.files.iter().filter(|f| !is_restore(f)).count() as u32,
         restores: a.files.iter().filter(|f| is_restore(f)).count() as u32,
         cells,
+        contexts,
     };
     if report.cells.is_empty() {
         return Err("the boot outputs hold no results".into());
@@ -206,6 +214,7 @@ fn cmd_show(p: &mut lexopt::Parser) -> Result<bool, String> {
         return Ok(true);
     }
     for r in &reports {
+        print!("{}", rgn_report::contexts::describe(&r.flavor, &r.contexts));
         print!("{}", r.timing());
         let unchecked = r.unchecked();
         if !unchecked.is_empty() {

@@ -29,6 +29,7 @@ fn report(flavor: &str, boots: &[Vec<Cell>]) -> Report {
         boots: boots.len() as u32,
         restores: 0,
         cells: merge(boots),
+        contexts: Vec::new(),
     }
 }
 
