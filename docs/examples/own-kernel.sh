@@ -1,7 +1,7 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0
 #
-# The README's own-kernel run: the module loaded, a selection by name
+# docs/reference.md's selection run: the module loaded, a selection by name
 # written to run, results and counters read back, a wrong name refused.
 # In the test guest: scripts/vm --add docs/examples/own-kernel.sh lockdep sh /rgn/own-kernel.sh
 case ${1:-} in -h | --help) sed -n '4,6s/^# //p' "$0"; echo "usage: own-kernel.sh (in the test guest)"; exit 0 ;; esac

@@ -137,11 +137,21 @@ impl Args {
 
 /// Outputs of runs from a saved VM state are named `restore-*` by
 /// `scripts/run-flavor`; the others are boots.
-fn is_restore(path: &str) -> bool {
+fn file_name(path: &str) -> &str {
     Path::new(path)
         .file_name()
         .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("restore-"))
+        .unwrap_or("")
+}
+
+fn is_restore(path: &str) -> bool {
+    file_name(path).starts_with("restore-")
+}
+
+/// The host's judgement of a guest's output (`judged-NAME.out`, phase
+/// onepass's block): neither a boot nor a restore of its own.
+fn is_judged(path: &str) -> bool {
+    file_name(path).starts_with("judged-")
 }
 
 fn cmd_merge(p: &mut lexopt::Parser) -> Result<bool, String> {
@@ -161,7 +171,11 @@ fn cmd_merge(p: &mut lexopt::Parser) -> Result<bool, String> {
         kernel: a.required("kernel")?.to_string(),
         flavor: a.required("flavor")?.to_string(),
         config: config_flags(&read(a.required("config")?)?),
-        boots: a.files.iter().filter(|f| !is_restore(f)).count() as u32,
+        boots: a
+            .files
+            .iter()
+            .filter(|f| !is_restore(f) && !is_judged(f))
+            .count() as u32,
         restores: a.files.iter().filter(|f| is_restore(f)).count() as u32,
         cells,
         contexts,
