@@ -16,7 +16,8 @@
 //! verdicts, kept apart from the reports the kernel printed.
 
 use crate::sys::lockdep::{
-    ContextState, MapRef, LOCK_NORMAL, LOCK_WAIT_OVERRIDE, WAIT_CONFIG, WAIT_SLEEP, WAIT_SPIN,
+    ContextState, MapRef, LOCK_NORMAL, LOCK_PERCPU, LOCK_WAIT_OVERRIDE, WAIT_CONFIG, WAIT_SLEEP,
+    WAIT_SPIN,
 };
 use crate::sys::{self};
 use crate::text::{Name, TextSlot, NAME_LEN};
@@ -123,38 +124,66 @@ fn outer_of(inner: u8, outer: u8) -> u8 {
 }
 
 /// Whether acquiring a lock of these types runs a sleep check first, and
-/// how it counts RCU: PREEMPT_RT's `spinlock_t` and `rwlock_t`
-/// (`LD_WAIT_CONFIG`, normal type) run `rtlock_might_resched()`; a lock
-/// that may sleep anywhere (`LD_WAIT_SLEEP`: mutexes, semaphores) runs
+/// how it counts RCU: PREEMPT_RT's `spinlock_t`, `rwlock_t` and
+/// `local_lock_t` (`LD_WAIT_CONFIG`, normal or per-cpu type: `local_lock()`
+/// is `spin_lock()` there) run `rtlock_might_resched()`; a lock that may
+/// sleep anywhere (`LD_WAIT_SLEEP`: mutexes, semaphores) runs
 /// `might_sleep()`. Where `LD_WAIT_CONFIG` equals `LD_WAIT_SPIN` (no
 /// `CONFIG_PROVE_RAW_LOCK_NESTING`) a `spinlock_t` cannot be told from a
 /// raw one, and only the second rule applies.
 fn sleep_check_reports(inner: u8, outer: u8, lock_type: u8, state: &ContextState) -> bool {
-    if lock_type != LOCK_NORMAL {
-        return false;
-    }
     let outer = outer_of(inner, outer);
-    if cfg!(CONFIG_PREEMPT_RT) && WAIT_CONFIG != WAIT_SPIN && outer == WAIT_CONFIG {
+    let rtlock = cfg!(CONFIG_PREEMPT_RT)
+        && WAIT_CONFIG != WAIT_SPIN
+        && outer == WAIT_CONFIG
+        && (lock_type == LOCK_NORMAL || lock_type == LOCK_PERCPU);
+    if rtlock {
         state.rtlock_reports()
     } else {
-        outer >= WAIT_SLEEP && state.might_sleep_reports()
+        lock_type == LOCK_NORMAL && outer >= WAIT_SLEEP && state.might_sleep_reports()
     }
 }
 
 /// What the kernel's rules say of taking a lock of these types here, with
 /// the context allowing `allowed` (lockdep's `curr_inner`): `(invalid wait
 /// context, sleeps where it may not)`. Lockdep skips trylocks and what it
-/// does not check (`lockdep_off()`); a trylock never sleeps.
+/// does not check (`lockdep_off()`), and checks wait types only with
+/// `CONFIG_PROVE_LOCKING` (else `check_wait_context()` is empty); a trylock
+/// never sleeps.
 pub(crate) fn verdict(
     (inner, outer, lock_type): (u8, u8, u8),
     trylock: bool,
     state: &ContextState,
     allowed: u8,
 ) -> (bool, bool) {
-    let invalid_wait =
-        !state.lockdep_off && inner != 0 && !trylock && outer_of(inner, outer) > allowed;
+    let invalid_wait = cfg!(CONFIG_PROVE_LOCKING)
+        && !state.lockdep_off
+        && inner != 0
+        && !trylock
+        && outer_of(inner, outer) > allowed;
     let sleeps = !trylock && sleep_check_reports(inner, outer, lock_type, state);
     (invalid_wait, sleeps)
+}
+
+/// `verdict()` where the lock is being acquired (the tracepoint), not
+/// where its caller stood: a sleeping lock's `might_sleep()` runs before
+/// the acquisition, and on `!PREEMPT_RT` `mutex_lock()` disables
+/// preemption in between (`__mutex_lock_common()`), so the count seen here
+/// is not the one the check saw. The trace derives no sleep from such a
+/// lock there (the kernel's own report answers); an rtlock's check and its
+/// acquisition see the same state.
+fn verdict_at_acquire(
+    types: (u8, u8, u8),
+    trylock: bool,
+    state: &ContextState,
+    allowed: u8,
+) -> (bool, bool) {
+    let (invalid_wait, sleeps) = verdict(types, trylock, state, allowed);
+    let sleeping_lock = outer_of(types.0, types.1) >= WAIT_SLEEP;
+    (
+        invalid_wait,
+        sleeps && (cfg!(CONFIG_PREEMPT_RT) || !sleeping_lock),
+    )
 }
 
 struct Entry {
@@ -178,6 +207,9 @@ pub(crate) struct LockTrace {
     entries: [Entry; MAX_LOCKS],
     len: Atomic<u32>,
     dropped: Atomic<u32>,
+    /// Of the dropped acquisitions, those a rule rejected: still counted.
+    dropped_invalid_wait: Atomic<u32>,
+    dropped_sleeps: Atomic<u32>,
     held: [Held; MAX_HELD],
     held_len: Atomic<u32>,
 }
@@ -204,6 +236,8 @@ impl LockTrace {
             }; MAX_LOCKS],
             len: Atomic::new(0),
             dropped: Atomic::new(0),
+            dropped_invalid_wait: Atomic::new(0),
+            dropped_sleeps: Atomic::new(0),
             held: [const {
                 Held {
                     map: Atomic::new(0),
@@ -220,6 +254,8 @@ impl LockTrace {
         }
         self.len.store(0, Relaxed);
         self.dropped.store(0, Relaxed);
+        self.dropped_invalid_wait.store(0, Relaxed);
+        self.dropped_sleeps.store(0, Relaxed);
         self.held_len.store(0, Relaxed);
     }
 
@@ -269,8 +305,9 @@ impl LockTrace {
         irq_contexts: u8,
     ) {
         let state = sys::lockdep::context_state();
-        // Lockdep's own work (a report it prints): it checks none of it.
-        if state.in_lockdep || irq_contexts & (1 << state.irq_context()) == 0 {
+        // Lockdep's own work (a report it prints): it checks none of it;
+        // nor a lock keyed not to be tracked, which it does not hold.
+        if state.in_lockdep || map.untracked() || irq_contexts & (1 << state.irq_context()) == 0 {
             return;
         }
         // The state is the caller's; the stack is updated with nothing in
@@ -287,7 +324,8 @@ impl LockTrace {
     ) {
         let (inner, outer, lock_type) = map.wait_types();
         let allowed = self.allowed(state);
-        let (invalid_wait, sleeps) = verdict((inner, outer, lock_type), trylock, state, allowed);
+        let (invalid_wait, sleeps) =
+            verdict_at_acquire((inner, outer, lock_type), trylock, state, allowed);
         let facts = Acquisition {
             inner,
             outer,
@@ -334,6 +372,10 @@ impl LockTrace {
         }
         let Some(e) = self.entries.get(len) else {
             self.dropped.fetch_add(1, Relaxed);
+            self.dropped_invalid_wait
+                .fetch_add(u32::from(facts.invalid_wait), Relaxed);
+            self.dropped_sleeps
+                .fetch_add(u32::from(facts.sleeps), Relaxed);
             return;
         };
         e.map.store(map.addr(), Relaxed);
@@ -348,8 +390,8 @@ impl LockTrace {
     /// The probe on `lock_release`: the lock leaves the held stack (the
     /// most recent acquisition of that map, as lockdep finds it).
     pub(crate) fn on_release(&self, map: MapRef<'_>, irq_contexts: u8) {
-        let irq_context = sys::lockdep::context_state().irq_context();
-        if irq_contexts & (1 << irq_context) == 0 {
+        let state = sys::lockdep::context_state();
+        if state.in_lockdep || irq_contexts & (1 << state.irq_context()) == 0 {
             return;
         }
         sys::lockdep::without_interrupts(|| self.pop_held(map));
@@ -406,6 +448,8 @@ impl LockTrace {
         Ok(LockRecord {
             seen,
             dropped: self.dropped.load(Relaxed),
+            dropped_invalid_wait: self.dropped_invalid_wait.load(Relaxed),
+            dropped_sleeps: self.dropped_sleeps.load(Relaxed),
             held_after: self.held_len.load(Relaxed),
             left,
         })
@@ -418,6 +462,9 @@ pub(crate) struct LockRecord {
     pub(crate) seen: KVec<LockSeen>,
     /// Acquisitions of further distinct locks past `MAX_LOCKS`.
     pub(crate) dropped: u32,
+    /// Of those, the ones `check_wait_context()` or a sleep check rejected.
+    pub(crate) dropped_invalid_wait: u32,
+    pub(crate) dropped_sleeps: u32,
     /// Locks still held when the section ended, by the trace's count.
     pub(crate) held_after: u32,
     /// The entry of the first of them.
@@ -432,12 +479,15 @@ impl LockRecord {
             .find(|l| l.facts.invalid_wait || l.facts.sleeps)
     }
 
+    /// Distinct acquisitions `check_wait_context()` rejected, the dropped
+    /// ones included.
     pub(crate) fn count_invalid_wait(&self) -> usize {
         self.seen.iter().filter(|l| l.facts.invalid_wait).count()
+            + self.dropped_invalid_wait as usize
     }
 
     pub(crate) fn count_sleeping(&self) -> usize {
-        self.seen.iter().filter(|l| l.facts.sleeps).count()
+        self.seen.iter().filter(|l| l.facts.sleeps).count() + self.dropped_sleeps as usize
     }
 }
 

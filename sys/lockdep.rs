@@ -17,6 +17,8 @@ pub(crate) const WAIT_CONFIG: u8 = bindings::lockdep_wait_type_LD_WAIT_CONFIG as
 pub(crate) const WAIT_SLEEP: u8 = bindings::lockdep_wait_type_LD_WAIT_SLEEP as u8;
 pub(crate) const WAIT_MAX: u8 = bindings::lockdep_wait_type_LD_WAIT_MAX as u8;
 pub(crate) const LOCK_NORMAL: u8 = bindings::lockdep_lock_type_LD_LOCK_NORMAL as u8;
+/// A local lock's map (`local_lock_t`; on PREEMPT_RT a `spinlock_t`).
+pub(crate) const LOCK_PERCPU: u8 = bindings::lockdep_lock_type_LD_LOCK_PERCPU as u8;
 /// A `DEFINE_WAIT_OVERRIDE_MAP()`: while held, the context's wait type
 /// becomes the map's inner one (`check_wait_context()`).
 pub(crate) const LOCK_WAIT_OVERRIDE: u8 = bindings::lockdep_lock_type_LD_LOCK_WAIT_OVERRIDE as u8;
@@ -60,6 +62,14 @@ impl<'a> MapRef<'a> {
                 (*self.map).lock_type,
             )
         }
+    }
+
+    /// Keyed `__lockdep_no_track__` (`lockdep_set_notrack_class()`):
+    /// `__lock_acquire()` returns before it checks or holds such a lock.
+    pub(crate) fn untracked(self) -> bool {
+        // SAFETY: `map` is live (`new`); `key` is a plain pointer field.
+        let key = unsafe { (*self.map).key };
+        core::ptr::eq(key, &raw const bindings::__lockdep_no_track__)
     }
 
     /// The map's name (its class name, as lockdep prints it), up to `max`

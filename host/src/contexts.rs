@@ -118,6 +118,15 @@ pub fn describe(flavor: &str, rows: &[ContextSeen]) -> String {
         }
         let _ = writeln!(s, "  {}", r.get("spinlock_t"));
     }
+    let legal = rows.iter().filter(|r| r.spinlock_legal()).count();
+    if legal == 0 || legal == rows.len() {
+        let _ = writeln!(
+            s,
+            "  a spinlock_t is {} in every context here: nothing to separate",
+            if legal == 0 { "not legal" } else { "legal" }
+        );
+        return s;
+    }
     let mut found = Vec::new();
     let mut witnesses = Vec::new();
     for c in std::iter::once("preempt_count").chain(CHECKS) {
@@ -193,6 +202,15 @@ mod tests {
         let rows = parse(&text).unwrap();
         assert_eq!(separates("preemptible", &rows), Ok("1"));
         assert!(describe("rt", &rows).contains("preemptible() (=1 wherever it is legal)"));
+    }
+
+    #[test]
+    fn nothing_separates_where_every_context_agrees() {
+        let rows =
+            parse(&(line("process", 1, 0, "legal") + &line("spin_lock", 0, 1, "legal"))).unwrap();
+        let view = describe("lockdep", &rows);
+        assert!(view.contains("legal in every context"), "{view}");
+        assert!(!view.contains("a check that tells"), "{view}");
     }
 
     #[test]

@@ -38,8 +38,42 @@ fn first_sleep(c: &Cell) -> Option<&str> {
     c.locks.iter().find(|l| l.sleeps).map(|l| l.name.as_str())
 }
 
+/// A lock class (not `-`, `might_sleep` or `rtlock`, which a report names
+/// when it has no lockdep class).
+fn is_class(lock: &str) -> bool {
+    !matches!(lock, "-" | "might_sleep" | "rtlock")
+}
+
+/// Whether the kernel's own report in cell `c` confirms the pair (`kind`,
+/// `cause`) there: it printed that kind where it could (lockdep armed when
+/// the cell began; the sleep check's limit expired), for that lock (the
+/// first acquisition rejected while lockdep was armed, and the lock the
+/// report named when it was the cell's first report), or for
+/// `might_sleep()` or an rtlock as its report says.
+fn confirms(c: &Cell, kind: &str, cause: &str) -> bool {
+    if c.reports.get(kind).copied().unwrap_or(0) == 0 {
+        return false;
+    }
+    if kind == "invalid_wait_context" {
+        let first_armed = c
+            .locks
+            .iter()
+            .find(|l| l.invalid_wait && l.armed)
+            .map(|l| l.name.as_str());
+        return c.lockdep_armed
+            && first_armed == Some(cause)
+            && (c.lock == cause || !is_class(&c.lock));
+    }
+    c.sleep_check_open
+        && match c.lock.as_str() {
+            "might_sleep" => cause == "might_sleep",
+            "rtlock" => cause != "might_sleep",
+            _ => true,
+        }
+}
+
 /// The pairs a cell's derived verdicts rest on, each with whether the
-/// kernel printed that kind of report in this cell.
+/// kernel's own report in this cell confirmed it.
 pub fn pairs(c: &Cell) -> Vec<(Pair, bool)> {
     let mut out = Vec::new();
     if !c.lock_trace || c.outcome != "ran" || c.unsettled != "-" {
@@ -52,17 +86,11 @@ pub fn pairs(c: &Cell) -> Vec<(Pair, bool)> {
     };
     if let Some(lock) = first_invalid_wait(c) {
         let kind = "invalid_wait_context";
-        out.push((
-            pair(kind, lock),
-            c.reports.get(kind).copied().unwrap_or(0) > 0,
-        ));
+        out.push((pair(kind, lock), confirms(c, kind, lock)));
     }
     if let Some(cause) = first_sleep(c) {
         let kind = "sleeping_in_atomic";
-        out.push((
-            pair(kind, cause),
-            c.reports.get(kind).copied().unwrap_or(0) > 0,
-        ));
+        out.push((pair(kind, cause), confirms(c, kind, cause)));
     }
     out
 }
@@ -155,19 +183,27 @@ mod tests {
     use super::*;
 
     const LINE: &str = "kind=alloc ctx=raw_spin_lock alloc=get_free_page gfp=GFP_ATOMIC order=0 path=zone_lock n=4096 context=raw_spin_lock outcome=ran observed_path=zone_lock iterations=1 allocated=1 failed=0 migrated=0 kswapd_wakeups=0 unsettled=- lockdep_before=0 lockdep_after=0 sleeping_in_atomic=0 scheduling_while_atomic=0 lockdep_other=0 warning=0 alloc_ns_min=1 alloc_ns_median=1 alloc_ns_max=1 zone_locked_alloc_ns=0 section_ns=1 derived_sleeping_in_atomic=0 derived_lock=&zone->lock derived_at=f";
-    const ZONE: &str = "locks=raw@f:2:0:0:0:0:5:0:0x1:0:0:-:1,&zone->lock@__rmqueue_pcplist:3:0:0:0:0:2:0:0x1:0:1:W:1";
 
-    fn cell(iwc: u32, spec_gfp: &str) -> Cell {
-        let line = LINE.replace("gfp=GFP_ATOMIC", &format!("gfp={spec_gfp}"));
+    /// A cell that took `&zone->lock` under a raw lock, rejected by the
+    /// trace; lockdep armed or not when it began, and the kernel's count
+    /// of invalid wait contexts and the lock its first report named.
+    fn cell(armed: bool, iwc: u32, lock: &str, gfp: &str) -> Cell {
+        let (before, flags) = if armed { (1, "W") } else { (0, "WD") };
+        let line = LINE
+            .replace("gfp=GFP_ATOMIC", &format!("gfp={gfp}"))
+            .replace("lockdep_before=0", &format!("lockdep_before={before}"));
         Cell::parse(&format!(
-            "{line} invalid_wait_context={iwc} derived_invalid_wait_context=1 {ZONE}"
+            "{line} invalid_wait_context={iwc} lock={lock} derived_invalid_wait_context=1 locks=raw@f:2:0:0:0:0:5:0:0x1:0:0:-:1,&zone->lock@__rmqueue_pcplist:3:0:0:0:0:2:0:0x1:0:1:{flags}:1"
         ))
         .unwrap()
     }
 
     #[test]
     fn a_pair_no_kernel_report_confirmed_is_run_again_once() {
-        let cells = [cell(0, "GFP_ATOMIC"), cell(0, "GFP_NOWAIT")];
+        let cells = [
+            cell(false, 0, "-", "GFP_ATOMIC"),
+            cell(false, 0, "-", "GFP_NOWAIT"),
+        ];
         let specs = to_confirm(&cells);
         assert_eq!(specs, vec![cells[0].spec.clone()]);
         assert!(describe(&cells, false).contains("NOT CONFIRMED"));
@@ -176,26 +212,42 @@ mod tests {
     #[test]
     fn a_pair_whose_cells_all_ran_where_the_kernel_reports_is_not_run_again() {
         let armed = |gfp| {
-            let line = LINE
-                .replace("gfp=GFP_ATOMIC", &format!("gfp={gfp}"))
-                .replace("lockdep_before=0", "lockdep_before=1");
-            Cell::parse(&format!(
-                "{line} sleep_check_open=1 invalid_wait_context=0 derived_invalid_wait_context=1 {ZONE}"
-            ))
-            .unwrap()
+            let c = cell(true, 0, "-", gfp);
+            Cell {
+                sleep_check_open: true,
+                ..c
+            }
         };
-        let cells = [armed("GFP_ATOMIC"), cell(0, "GFP_NOWAIT")];
+        let cells = [armed("GFP_ATOMIC"), cell(false, 0, "-", "GFP_NOWAIT")];
         assert_eq!(to_confirm(&cells), vec![cells[1].spec.clone()]);
         assert!(to_confirm(&cells[..1]).is_empty());
     }
 
     #[test]
     fn a_pair_the_kernel_reported_in_one_cell_needs_no_run() {
-        let cells = [cell(0, "GFP_ATOMIC"), cell(1, "GFP_NOWAIT")];
+        let cells = [
+            cell(false, 0, "-", "GFP_ATOMIC"),
+            cell(true, 1, "&zone->lock", "GFP_NOWAIT"),
+        ];
         assert!(to_confirm(&cells).is_empty());
         let text = describe(&cells, true);
         assert!(text.contains("&zone->lock in raw_spin_lock: invalid_wait_context, 2 cells (1 also reported by the kernel); confirmed by the kernel in"));
         assert!(text.contains("INVALID WAIT CONTEXT"));
+    }
+
+    #[test]
+    fn a_report_that_names_another_lock_or_came_disarmed_confirms_nothing() {
+        // Lockdep's report named another class: not this pair's.
+        let other = cell(true, 1, "&n->list_lock", "GFP_NOWAIT");
+        assert!(!pairs(&other)[0].1);
+        // A count without lockdep armed (no trace acquisition armed).
+        let disarmed = cell(false, 1, "&zone->lock", "GFP_NOWAIT");
+        assert!(!pairs(&disarmed)[0].1);
+        // The first report was a sleep (no class): the armed rejection
+        // in the trace names the lock.
+        let after_sleep = cell(true, 1, "might_sleep", "GFP_NOWAIT");
+        assert!(pairs(&after_sleep)[0].1);
+        assert_eq!(to_confirm(&[other, disarmed]).len(), 1);
     }
 
     #[test]

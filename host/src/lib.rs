@@ -101,9 +101,10 @@ pub struct Cell {
     #[serde(default)]
     pub zone_locked_alloc_ns: u64,
     pub section_ns: u64,
-    /// The module traced the section's locks (lockdep's `lock_acquire`):
-    /// `derived`, `derived_lock` and `locks` answer the cell even with
-    /// lockdep off. False in older outputs and on kernels without lockdep.
+    /// The module traced the section's locks (lockdep's `lock_acquire`),
+    /// whole (no acquisition dropped, every lock released): `derived`,
+    /// `derived_lock` and `locks` answer the cell even with lockdep off.
+    /// False in older outputs and on kernels without lockdep.
     #[serde(default)]
     pub lock_trace: bool,
     /// The module's own verdicts, per report kind it derives
@@ -226,7 +227,11 @@ impl Cell {
             },
             zone_locked_alloc_ns: num("zone_locked_alloc_ns")?,
             section_ns: num("section_ns")?,
-            lock_trace: kv.contains_key("locks"),
+            // A trace that lost a release or dropped acquisitions does not
+            // answer for the cell (the kernel's reports still do).
+            lock_trace: kv.contains_key("locks")
+                && kv.get("locks_held_after").is_none_or(|v| *v == "0")
+                && kv.get("locks_dropped").is_none_or(|v| *v == "0"),
             derived: DERIVED_KINDS
                 .iter()
                 .filter(|k| kv.contains_key(format!("derived_{k}").as_str()))
