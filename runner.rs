@@ -1030,7 +1030,11 @@ impl State {
             with_reports,
             refused,
             n_unchecked,
-            if first.is_some() { "; after a reboot run the first of them" } else { "" }
+            match (first.is_some(), self.lock_trace.load(Relaxed)) {
+                (true, true) => "; the lock trace answers them (below): for lockdep's own report, run the first again after a reboot",
+                (true, false) => "; after a reboot run the first of them",
+                _ => "",
+            }
         );
         if let Some(r) = first {
             pr_info!(
@@ -1061,7 +1065,7 @@ impl State {
         }
         let [wait, sleep] = tally;
         pr_info!(
-            "lock trace: {} cells with an invalid wait context ({} reported by lockdep itself, {} from the locks seen, {} by lockdep alone); {} cells sleeping in atomic ({} reported by the kernel, {} from the locks and contexts seen, {} by the kernel alone)\n",
+            "lock trace: {} cells with an invalid wait context ({} reported by lockdep and found in the locks, {} found in the locks alone, {} reported by lockdep alone); {} cells sleeping in atomic ({} reported by the kernel and derived, {} derived alone, {} reported by the kernel alone)\n",
             wait.iter().sum::<usize>(),
             wait[0],
             wait[1],

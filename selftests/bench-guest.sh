@@ -5,7 +5,7 @@
 #   one-load SELECTION...  each selection (an argument, e.g. "all ctx=process")
 #                          in one write of run, after a reset, with no wait
 #                          for the sleep check: "CELLS T0 T1" a line (uptime)
-#   probe-cost RUNS        a lock-heavy loop (200 fork+exec of cat) without
+#   probe-cost RUNS        a lock-heavy loop (100 fork+exec of cat) without
 #                          the module, with it loaded and idle, after rmmod,
 #                          RUNS times: "WHAT T0 T1" a line
 set -eu
@@ -27,7 +27,7 @@ one_load() {
 lock_loop() {
 	read -r t0 _ </proc/uptime
 	i=0
-	while [ "$i" -lt 200 ]; do
+	while [ "$i" -lt 100 ]; do
 		cat /proc/self/stat >/dev/null
 		i=$((i + 1))
 	done
