@@ -635,3 +635,24 @@ pub(crate) unsafe extern "C" fn lock_release_probe(
     let (d, map) = unsafe { (detector(data), MapRef::new(lock)) };
     d.on_lock_release(map);
 }
+
+/// Attaches lockdep's `lock_acquire` and `lock_release` probes, both or
+/// neither (a trace that saw acquisitions but no releases would judge
+/// against locks long released): `None` on a kernel without them
+/// (`CONFIG_LOCKDEP`). They fire on every lock operation of the system, so
+/// the module attaches them only while cells run.
+///
+/// # Safety
+///
+/// `detector` must outlive the returned probes.
+pub(crate) unsafe fn attach_lock_probes(detector: &Detector) -> Option<[sys::Probe; 2]> {
+    let data: *const c_void = core::ptr::from_ref(detector).cast();
+    let acquire: sys::LockAcquireProbeFn = lock_acquire_probe;
+    let release: sys::LockReleaseProbeFn = lock_release_probe;
+    // SAFETY: Both functions have their tracepoint's probe signature; the
+    // caller keeps `detector` alive as long as the probes.
+    let acquire = unsafe { sys::Probe::attach(c"lock_acquire", acquire as *mut c_void, data) };
+    // SAFETY: As above.
+    let release = unsafe { sys::Probe::attach(c"lock_release", release as *mut c_void, data) };
+    Some([acquire.ok()?, release.ok()?])
+}

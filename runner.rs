@@ -146,6 +146,9 @@ pub(crate) struct CellResult {
     /// `__might_resched()` could print when the section began (its
     /// once-per-second limit had expired): its report is not swallowed.
     pub(crate) sleep_check_open: bool,
+    /// Lockdep's lock probes were attached: `locks` is the section's trace
+    /// (without them the results carry no lock trace keys at all).
+    traced: bool,
 }
 
 impl CellResult {
@@ -181,6 +184,7 @@ impl CellResult {
             inside: None,
             calls_might_sleep: false,
             sleep_check_open: false,
+            traced: false,
         }
     }
 
@@ -282,6 +286,9 @@ impl CellResult {
     /// The module's verdicts from the lock trace and the context's state,
     /// the state itself, and the trace (last: the longest value).
     fn fmt_derived(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.traced {
+            return Ok(());
+        }
         let [wait, sleep] = self.derived();
         write!(
             f,
@@ -422,8 +429,10 @@ pub(crate) struct State {
     pub(crate) inside: Mutex<KVec<Inside>>,
     /// Set once the probes are attached: no cell runs unobserved.
     pub(crate) ready: Atomic<bool>,
-    /// Lockdep's `lock_acquire`/`lock_release` probes are attached.
+    /// The kernel has lockdep's `lock_acquire`/`lock_release` tracepoints.
     pub(crate) lock_trace: Atomic<bool>,
+    /// Their probes are attached (`with_lock_probes`, under `run_lock`).
+    lock_probes_attached: Atomic<bool>,
     /// Each cell waits until `__might_resched()` could report again (the
     /// `sleep_check_wait` parameter): without the wait, the kernel's own
     /// sleep reports go missing and only the derived verdicts answer.
@@ -454,6 +463,7 @@ impl State {
             inside <- new_mutex!(KVec::new()),
             ready: Atomic::new(false),
             lock_trace: Atomic::new(false),
+            lock_probes_attached: Atomic::new(false),
             wait_sleep_check: Atomic::new(true),
             stopping: Atomic::new(false),
         }? Error))
@@ -468,7 +478,7 @@ impl State {
             return Err(EAGAIN);
         }
         let _serialized = self.run_lock.lock();
-        match spec {
+        self.with_lock_probes(|| match spec {
             Spec::One(cell) => match self.run_cell(cell)? {
                 Outcome::Ran => Ok(()),
                 Outcome::RefusedLowMemory => Err(ENOMEM),
@@ -479,7 +489,29 @@ impl State {
                 self.summary(first);
                 Ok(())
             }
+        })
+    }
+
+    /// Runs `f` with lockdep's `lock_acquire` and `lock_release` probes
+    /// attached, where the kernel has them: between runs every lock
+    /// operation of the system would pay for a probe call (measured: a
+    /// fork-heavy loop 9 % slower on the lockdep test kernel with them
+    /// attached and idle). Takes `run_lock` held by the caller.
+    pub(crate) fn with_lock_probes<R>(&self, f: impl FnOnce() -> R) -> R {
+        let probes = if self.lock_trace.load(Relaxed) {
+            // SAFETY: The probes are dropped below, while `self` lives.
+            unsafe { crate::detector::attach_lock_probes(&self.detector) }
+        } else {
+            None
+        };
+        if probes.is_none() && self.lock_trace.load(Relaxed) {
+            pr_warn!("run: cannot attach the lock_acquire/lock_release probes: this run has no lock trace\n");
         }
+        self.lock_probes_attached.store(probes.is_some(), Relaxed);
+        let result = f();
+        self.lock_probes_attached.store(false, Relaxed);
+        drop(probes);
+        result
     }
 
     /// Runs every case `select` accepts, in `run all` order, recording
@@ -496,7 +528,9 @@ impl State {
     /// Records what every context looks like from inside (`contexts`).
     pub(crate) fn record_inside(&self) -> Result {
         let _serialized = self.run_lock.lock();
-        *self.inside.lock() = crate::inside::record(&self.detector, &self.locks)?;
+        let inside =
+            self.with_lock_probes(|| crate::inside::record(&self.detector, &self.locks))?;
+        *self.inside.lock() = inside;
         Ok(())
     }
 
@@ -755,6 +789,7 @@ impl State {
     fn observe_section(&self, r: &mut CellResult, ctx: usize, body: &mut dyn FnMut()) {
         r.lockdep_before = sys::lockdep_armed();
         r.sleep_check_open = self.sleep_check_open();
+        r.traced = self.lock_probes_attached.load(Relaxed);
         self.detector.begin(CONTEXTS[ctx].body_in);
         let mut inside = None;
         let start = Instant::<Monotonic>::now();

@@ -127,9 +127,10 @@ impl kernel::Module for GfpNoLocks {
 }
 
 impl GfpNoLocks {
-    /// Attaches the detector's probes. Lockdep's `lock_acquire` and
-    /// `lock_release` exist with `CONFIG_LOCKDEP` only: without them the
-    /// module runs and its results have no lock trace.
+    /// Attaches the detector's probes, but lockdep's `lock_acquire` and
+    /// `lock_release`, which runs attach (`State::with_lock_probes`). They
+    /// exist with `CONFIG_LOCKDEP` only: without them the module runs and
+    /// its results have no lock trace.
     fn attach_probes(state: &State) -> Result<KVec<sys::Probe>> {
         let detector: *const c_void = (&raw const state.detector).cast();
         let console: sys::ConsoleProbeFn = detector::console_probe;
@@ -139,8 +140,6 @@ impl GfpNoLocks {
         let pcpu_drain: sys::PcpuDrainProbeFn = detector::pcpu_drain_probe;
         let page_alloc: sys::PageAllocProbeFn = detector::page_alloc_probe;
         let page_free: sys::PageFreeProbeFn = detector::page_free_probe;
-        let lock_acquire: sys::LockAcquireProbeFn = detector::lock_acquire_probe;
-        let lock_release: sys::LockReleaseProbeFn = detector::lock_release_probe;
         let attach = |name: &'static CStr, func: *mut c_void| {
             // SAFETY: Each probe below has its tracepoint's signature, and
             // `detector` outlives the probes (field order in `GfpNoLocks`).
@@ -155,24 +154,19 @@ impl GfpNoLocks {
             (c"mm_page_alloc", page_alloc as *mut c_void),
             (c"mm_page_free", page_free as *mut c_void),
         ];
-        let mut probes = KVec::with_capacity(needed.len() + 2, GFP_KERNEL)?;
+        let mut probes = KVec::with_capacity(needed.len(), GFP_KERNEL)?;
         for (name, func) in needed {
             let probe = attach(name, func).inspect_err(|_| {
                 pr_err!("the {} tracepoint is missing: the kernel needs CONFIG_TRACEPOINTS (e.g. CONFIG_FTRACE=y with CONFIG_ENABLE_DEFAULT_TRACERS=y)\n", name)
             })?;
             probes.push(probe, GFP_KERNEL)?;
         }
-        // Both or neither: a trace that sees acquisitions but no releases
-        // would judge against locks long released.
-        let acquire = attach(c"lock_acquire", lock_acquire as *mut c_void);
-        let release = attach(c"lock_release", lock_release as *mut c_void);
-        match (acquire, release) {
-            (Ok(a), Ok(r)) => {
-                probes.push(a, GFP_KERNEL)?;
-                probes.push(r, GFP_KERNEL)?;
-                state.lock_trace.store(true, Relaxed);
-            }
-            _ => pr_warn!("no lock_acquire/lock_release tracepoints (the kernel needs CONFIG_LOCKDEP): results have no lock trace and no verdicts from it\n"),
+        // Attached while cells run (`State::with_lock_probes`); here only
+        // to learn whether the kernel has them.
+        // SAFETY: The probes are dropped at once, while `state` lives.
+        match unsafe { detector::attach_lock_probes(&state.detector) } {
+            Some(_) => state.lock_trace.store(true, Relaxed),
+            None => pr_warn!("no lock_acquire/lock_release tracepoints (the kernel needs CONFIG_LOCKDEP): results have no lock trace and no verdicts from it\n"),
         }
         Ok(probes)
     }
@@ -186,9 +180,11 @@ impl GfpNoLocks {
         let with_controls = param!(controls) != 0;
         let serialized = self.state.run_lock.lock();
         let first = self.state.results.lock().len();
-        self.state.run_all(|cell| match cell {
-            Cell::Alloc(_) => true,
-            Cell::Control { .. } => with_controls,
+        self.state.with_lock_probes(|| {
+            self.state.run_all(|cell| match cell {
+                Cell::Alloc(_) => true,
+                Cell::Control { .. } => with_controls,
+            })
         })?;
         drop(serialized);
         self.state.summary(first);
