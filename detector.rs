@@ -119,6 +119,11 @@ fn plausible_caller(function: &[u8], line: &[u8]) -> bool {
 /// No CPU: the running cell's body is not in a hard interrupt right now.
 const NO_CPU: u32 = u32::MAX;
 
+/// `Detector::sleep_report`: the report's header names the check's file,
+/// `kernel/locking/spinlock_rt.c` for an rtlock, another for `might_sleep()`.
+const SLEEP_REPORT_MIGHT_SLEEP: u32 = 1;
+const SLEEP_REPORT_RTLOCK: u32 = 2;
+
 /// State shared with the tracepoint probes: atomics only, since probes run
 /// in any context with preemption off.
 pub(crate) struct Detector {
@@ -175,6 +180,10 @@ pub(crate) struct Detector {
     /// `rtlock` (a sleeping lock on PREEMPT_RT, from the call trace), or
     /// `might_sleep` (no lock: a sleep check).
     capture: Atomic<u32>,
+    /// What the cell's first sleeping-in-atomic report checked, whatever
+    /// came before it: `SLEEP_REPORT_MIGHT_SLEEP` (a `might_sleep()`) or
+    /// `SLEEP_REPORT_RTLOCK` (`rtlock_might_resched()`), 0 for none.
+    sleep_report: Atomic<u32>,
     lock: TextSlot,
     /// Where it was taken: lockdep's "at:" function, the caller of the
     /// `rt_*lock*` frame, or the sleep check's FILE:LINE.
@@ -188,6 +197,8 @@ pub(crate) struct Detector {
 /// What one cell's detector saw.
 pub(crate) struct Observed {
     pub(crate) reports: [u64; 5],
+    /// The cell's first sleep report: `might_sleep`, `rtlock` or `-`.
+    pub(crate) sleep_report: &'static str,
     pub(crate) unattributed: u64,
     pub(crate) lock: Name,
     pub(crate) lock_at: Name,
@@ -215,6 +226,7 @@ impl Detector {
             unattributed: Atomic::new(0),
             cell_unattributed: Atomic::new(0),
             capture: Atomic::new(capture::IDLE),
+            sleep_report: Atomic::new(0),
             lock: TextSlot::new(),
             lock_at: TextSlot::new(),
             locks: LockTrace::new(),
@@ -268,6 +280,14 @@ impl Detector {
         }
         if let Some(kind) = kind {
             self.reports[kind].fetch_add(1, Relaxed);
+        }
+        if kind == Some(SLEEPING_IN_ATOMIC) && self.sleep_report.load(Relaxed) == 0 {
+            let checked = if contains(line, b"kernel/locking/spinlock_rt.c") {
+                SLEEP_REPORT_RTLOCK
+            } else {
+                SLEEP_REPORT_MIGHT_SLEEP
+            };
+            self.sleep_report.store(checked, Relaxed);
         }
         self.capture_lock(line, kind);
     }
@@ -370,6 +390,7 @@ impl Detector {
         self.page_allocs.store(0, Relaxed);
         self.page_frees.store(0, Relaxed);
         self.capture.store(capture::IDLE, Relaxed);
+        self.sleep_report.store(0, Relaxed);
         self.lock.clear();
         self.lock_at.clear();
         self.locks.clear();
@@ -458,6 +479,11 @@ impl Detector {
         self.runner.store(0, Relaxed);
         Observed {
             reports: core::array::from_fn(|i| self.reports[i].load(Relaxed)),
+            sleep_report: match self.sleep_report.load(Relaxed) {
+                SLEEP_REPORT_MIGHT_SLEEP => "might_sleep",
+                SLEEP_REPORT_RTLOCK => "rtlock",
+                _ => "-",
+            },
             unattributed: self.cell_unattributed.load(Relaxed),
             lock: self.lock.get(),
             lock_at: self.lock_at.get(),

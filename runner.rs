@@ -172,6 +172,7 @@ impl CellResult {
             lockdep_after: sys::lockdep_armed(),
             observed: Observed {
                 reports: [0; 5],
+                sleep_report: "-",
                 unattributed: 0,
                 lock: Default::default(),
                 lock_at: Default::default(),
@@ -265,8 +266,8 @@ impl fmt::Display for CellResult {
         }
         write!(
             f,
-            " lock={} lock_at={}",
-            self.observed.lock, self.observed.lock_at
+            " lock={} lock_at={} sleep_report={}",
+            self.observed.lock, self.observed.lock_at, self.observed.sleep_report
         )?;
         self.fmt_derived(f)?;
         writeln!(
@@ -478,6 +479,9 @@ impl State {
             return Err(EAGAIN);
         }
         let _serialized = self.run_lock.lock();
+        if self.stopping.load(Relaxed) {
+            return Err(ENODEV);
+        }
         self.with_lock_probes(|| match spec {
             Spec::One(cell) => match self.run_cell(cell)? {
                 Outcome::Ran => Ok(()),
@@ -1065,7 +1069,7 @@ impl State {
             with_reports,
             refused,
             n_unchecked,
-            match (first.is_some(), self.lock_trace.load(Relaxed)) {
+            match (first.is_some(), results.iter().all(|r| r.traced)) {
                 (true, true) => "; the lock trace answers them (below): for lockdep's own report, run the first again after a reboot",
                 (true, false) => "; after a reboot run the first of them",
                 _ => "",
@@ -1077,7 +1081,7 @@ impl State {
                 r.cell
             );
         }
-        if self.lock_trace.load(Relaxed) {
+        if results.iter().any(|r| r.traced) {
             Self::summary_derived(results);
         }
     }
@@ -1087,7 +1091,10 @@ impl State {
     fn summary_derived(results: &[CellResult]) {
         // [kernel and derived, derived only, kernel only] per kind.
         let mut tally = [[0usize; 3]; 2];
-        for r in results.iter().filter(|r| r.outcome == Outcome::Ran) {
+        for r in results
+            .iter()
+            .filter(|r| r.outcome == Outcome::Ran && r.traced)
+        {
             for (kind, derived) in r.derived().into_iter().enumerate() {
                 let reported = r.observed.reports[kind] > 0;
                 match (reported, derived > 0) {

@@ -48,8 +48,11 @@ fn is_class(lock: &str) -> bool {
 /// `cause`) there: it printed that kind where it could (lockdep armed when
 /// the cell began; the sleep check's limit expired), for that lock (the
 /// first acquisition rejected while lockdep was armed, and the lock the
-/// report named when it was the cell's first report), or for
-/// `might_sleep()` or an rtlock as its report says.
+/// report named when it was the cell's first report; with a first report
+/// that names no class, the trace names the lock: the kernel's report
+/// confirms the kind and the context, the trace which lock), or, for a
+/// sleep, of the check (`might_sleep()` or an rtlock's) its first sleep
+/// report names.
 fn confirms(c: &Cell, kind: &str, cause: &str) -> bool {
     if c.reports.get(kind).copied().unwrap_or(0) == 0 {
         return false;
@@ -64,11 +67,13 @@ fn confirms(c: &Cell, kind: &str, cause: &str) -> bool {
             && first_armed == Some(cause)
             && (c.lock == cause || !is_class(&c.lock));
     }
+    // The sleep report's own kind (the file of the check it names):
+    // might_sleep() for `might_sleep`, an rtlock for a lock's cause.
     c.sleep_check_open
-        && match c.lock.as_str() {
+        && match c.sleep_report.as_str() {
             "might_sleep" => cause == "might_sleep",
             "rtlock" => cause != "might_sleep",
-            _ => true,
+            _ => false,
         }
 }
 
@@ -76,7 +81,7 @@ fn confirms(c: &Cell, kind: &str, cause: &str) -> bool {
 /// kernel's own report in this cell confirmed it.
 pub fn pairs(c: &Cell) -> Vec<(Pair, bool)> {
     let mut out = Vec::new();
-    if !c.lock_trace || c.outcome != "ran" || c.unsettled != "-" {
+    if !c.answered_by_trace() || c.outcome != "ran" || c.unsettled != "-" {
         return out;
     }
     let pair = |kind, cause: &str| Pair {
@@ -123,11 +128,19 @@ pub fn ledger(cells: &[Cell]) -> Vec<(Pair, Vec<&Cell>, Option<&Cell>)> {
 /// another lock: the next round tries the pair's next cell).
 pub fn to_confirm(cells: &[Cell]) -> Vec<String> {
     let mut specs: Vec<String> = Vec::new();
-    for (_, with, confirmed) in ledger(cells) {
+    for (pair, with, confirmed) in ledger(cells) {
         if confirmed.is_some() {
             continue;
         }
-        if let Some(c) = with.iter().find(|c| !c.kernel_answer()) {
+        // For an invalid wait context, a cell whose allocation may sleep
+        // last: its might_alloc() runs first, and in an interrupt its
+        // fs_reclaim map makes lockdep's first report another (and lockdep
+        // off before the lock).
+        let rank =
+            |c: &&&Cell| pair.kind == "invalid_wait_context" && c.derived_lock == "might_sleep";
+        let mut candidates: Vec<&&Cell> = with.iter().filter(|c| !c.kernel_answer()).collect();
+        candidates.sort_by_key(rank);
+        if let Some(c) = candidates.first() {
             if !specs.contains(&c.spec) {
                 specs.push(c.spec.clone());
             }
@@ -251,8 +264,53 @@ mod tests {
     }
 
     #[test]
-    fn cells_without_a_lock_trace_rest_on_nothing() {
-        let c = Cell::parse(&format!("{LINE} invalid_wait_context=0")).unwrap();
-        assert!(pairs(&c).is_empty());
+    fn a_sleep_report_confirms_only_its_own_kind_of_cause() {
+        // A might_sleep() derived in preempt_disable, the kernel's first
+        // report a sleep of its own kind, of another, or lockdep's.
+        let sleep = |report: &str, open: bool| {
+            let line = LINE
+                .replace("ctx=raw_spin_lock", "ctx=preempt_disable")
+                .replace("context=raw_spin_lock", "context=preempt_disable")
+                .replace("sleeping_in_atomic=0", "sleeping_in_atomic=1")
+                .replace(
+                    "derived_sleeping_in_atomic=0",
+                    "derived_sleeping_in_atomic=1",
+                )
+                .replace("derived_lock=&zone->lock", "derived_lock=might_sleep");
+            Cell::parse(&format!(
+                "{line} invalid_wait_context=0 lock=fs_reclaim sleep_report={report} sleep_check_open={} locks=-",
+                u8::from(open)
+            ))
+            .unwrap()
+        };
+        let confirmed = |c: &Cell| pairs(c)[0].1;
+        assert_eq!(pairs(&sleep("might_sleep", true))[0].0.cause, "might_sleep");
+        assert!(confirmed(&sleep("might_sleep", true)));
+        assert!(!confirmed(&sleep("might_sleep", false)));
+        assert!(!confirmed(&sleep("rtlock", true)));
+        assert!(!confirmed(&sleep("-", true)));
+    }
+
+    #[test]
+    fn a_wait_context_is_confirmed_first_where_no_sleep_check_comes_before() {
+        let kernel = cell(false, 0, "-", "GFP_KERNEL");
+        let kernel = Cell {
+            derived_lock: "might_sleep".into(),
+            ..kernel
+        };
+        let cells = [kernel, cell(false, 0, "-", "GFP_NOWAIT")];
+        assert_eq!(to_confirm(&cells), vec![cells[1].spec.clone()]);
+    }
+
+    #[test]
+    fn cells_whose_trace_is_not_whole_rest_on_nothing() {
+        let c = cell(false, 0, "-", "GFP_ATOMIC");
+        assert_eq!(pairs(&c).len(), 1);
+        for broken in ["locks_held_after=1", "locks_dropped=3"] {
+            let line = format!("{LINE} invalid_wait_context=0 derived_invalid_wait_context=1 {broken} locks=raw@f:2:0:0:0:0:5:0:0x1:0:0:-:1,&zone->lock@__rmqueue_pcplist:3:0:0:0:0:2:0:0x1:0:1:WD:1");
+            let c = Cell::parse(&line).unwrap();
+            assert!(c.lock_trace && !c.trace_whole, "{broken}");
+            assert!(pairs(&c).is_empty(), "{broken}");
+        }
     }
 }

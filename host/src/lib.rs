@@ -101,12 +101,17 @@ pub struct Cell {
     #[serde(default)]
     pub zone_locked_alloc_ns: u64,
     pub section_ns: u64,
-    /// The module traced the section's locks (lockdep's `lock_acquire`),
-    /// whole (no acquisition dropped, every lock released): `derived`,
-    /// `derived_lock` and `locks` answer the cell even with lockdep off.
-    /// False in older outputs and on kernels without lockdep.
+    /// The module traced the section's locks (lockdep's `lock_acquire`):
+    /// the results carry the trace's keys, and the sleep check's state. False
+    /// in older outputs and on kernels without lockdep.
     #[serde(default)]
     pub lock_trace: bool,
+    /// The trace is whole (no acquisition dropped, every lock released):
+    /// `derived`, `derived_lock` and `locks` answer the cell even with
+    /// lockdep off. A trace that is not whole answers nothing (the
+    /// kernel's reports still do).
+    #[serde(default)]
+    pub trace_whole: bool,
     /// The module's own verdicts, per report kind it derives
     /// (`invalid_wait_context`, `sleeping_in_atomic`): from the locks it saw
     /// and the context's state, by the kernel's rules. Kept apart from
@@ -118,6 +123,10 @@ pub struct Cell {
     pub derived_lock: String,
     #[serde(default = "settled_marker")]
     pub derived_at: String,
+    /// What the cell's first sleep report checked, whatever report came
+    /// before it: `might_sleep`, `rtlock`, or `-` (none, or older outputs).
+    #[serde(default = "settled_marker")]
+    pub sleep_report: String,
     /// `__might_resched()` could print when the cell began (its
     /// once-per-second limit had expired): a missing sleep report is
     /// absent, not swallowed.
@@ -227,9 +236,8 @@ impl Cell {
             },
             zone_locked_alloc_ns: num("zone_locked_alloc_ns")?,
             section_ns: num("section_ns")?,
-            // A trace that lost a release or dropped acquisitions does not
-            // answer for the cell (the kernel's reports still do).
-            lock_trace: kv.contains_key("locks")
+            lock_trace: kv.contains_key("locks"),
+            trace_whole: kv.contains_key("locks")
                 && kv.get("locks_held_after").is_none_or(|v| *v == "0")
                 && kv.get("locks_dropped").is_none_or(|v| *v == "0"),
             derived: DERIVED_KINDS
@@ -238,6 +246,7 @@ impl Cell {
                 .map(|k| Ok((k.to_string(), num(&format!("derived_{k}"))?)))
                 .collect::<Result<_, String>>()?,
             derived_lock: kv.get("derived_lock").copied().unwrap_or("-").to_string(),
+            sleep_report: kv.get("sleep_report").copied().unwrap_or("-").to_string(),
             derived_at: kv.get("derived_at").copied().unwrap_or("-").to_string(),
             sleep_check_open: kv.get("sleep_check_open") == Some(&"1"),
             locks: match kv.get("locks") {
@@ -251,7 +260,7 @@ impl Cell {
     /// a `path=pcp` cell stayed on its per-cpu list without waking kswapd
     /// (otherwise the guest ran it again instead of judging it).
     pub fn settled(&self) -> bool {
-        (self.lockdep_armed || self.lock_trace)
+        (self.lockdep_armed || self.answered_by_trace())
             && self.unsettled == "-"
             && !(self.requested_path == "pcp" && (self.migrated || self.kswapd_wakeups > 0))
     }
@@ -269,6 +278,11 @@ impl Cell {
     /// armed and the sleep check's once-per-second limit had expired (older
     /// outputs, without a lock trace, waited for it). Then its reports are
     /// the answer, rather than the lock trace standing in for them.
+    /// A whole lock trace answers for the cell.
+    pub fn answered_by_trace(&self) -> bool {
+        self.lock_trace && self.trace_whole
+    }
+
     pub fn kernel_answer(&self) -> bool {
         self.lockdep_armed && self.unsettled == "-" && (!self.lock_trace || self.sleep_check_open)
     }
@@ -291,7 +305,7 @@ impl Cell {
         for (kind, sym) in REPORT_KINDS.iter().zip(REPORT_SYMBOLS) {
             if self.report(kind) > 0 {
                 s.push(sym);
-            } else if self.lock_trace && self.derived(kind) > 0 {
+            } else if self.answered_by_trace() && self.derived(kind) > 0 {
                 s.push(sym.to_ascii_lowercase());
             }
         }
