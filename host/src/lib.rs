@@ -140,6 +140,17 @@ pub struct Cell {
 /// Report kinds the module derives from its lock trace.
 pub const DERIVED_KINDS: [&str; 2] = ["invalid_wait_context", "sleeping_in_atomic"];
 
+/// A lock site as a reader knows it: lockdep prints a Rust function of
+/// the module by its v0-mangled symbol (`_RNv...`, a few hundred bytes for
+/// a closure); the module's own sites (`derived_at`) read `rust_gfp_nolocks`.
+fn site_name(site: &str) -> String {
+    if site.starts_with("_R") {
+        "rust_gfp_nolocks".to_string()
+    } else {
+        site.to_string()
+    }
+}
+
 fn ran() -> String {
     "ran".to_string()
 }
@@ -226,7 +237,7 @@ impl Cell {
                 None => 0,
             },
             lock: kv.get("lock").copied().unwrap_or("-").to_string(),
-            lock_at: kv.get("lock_at").copied().unwrap_or("-").to_string(),
+            lock_at: site_name(kv.get("lock_at").copied().unwrap_or("-")),
             kswapd_wakeups: num("kswapd_wakeups")?,
             reports,
             alloc_ns: Stats {
@@ -1256,6 +1267,15 @@ mod tests {
         let with_lock = |lock: &str, at: &str| {
             Cell::parse(&format!("{LINE} lock={lock} lock_at={at}")).unwrap()
         };
+        // A Rust function of the module reads as the module.
+        assert_eq!(
+            with_lock(
+                "rust_gfp_nolocks_spin",
+                "_RNvYNCNvNtCsibrPuyBdpqi_16rust_gfp_nolocks6tables8CONTROLSs_0I"
+            )
+            .lock_at,
+            "rust_gfp_nolocks"
+        );
         report
             .cells
             .push(with_lock("&zone->lock", "__rmqueue_pcplist"));
