@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Checks rust_gfp_nolocks results lines against expectations.txt.
-# usage: awk -v flavor=F [-v max_gain=P -v max_loss=P -v window_slack=P] [-v derived=1] -f expect.awk expectations.txt RESULTS
+# usage: awk -v flavor=F [-v max_gain=P -v max_loss=P -v window_slack=P -v slab_lag=P] [-v derived=1] -f expect.awk expectations.txt RESULTS
 # Columns of expectations.txt: flavor context allocator gfp path expect reason.
 # RESULTS: one results line per line (anything before "kind=" may add
 # key=value fields: kernel_alloc= and kernel_free=, the kernel's page
@@ -97,7 +97,7 @@ FNR == NR {
 # pages_problem: the kernel counted at least the pages the cell says it
 # allocated, and got back what was allocated during the cell, within the
 # measured noise; "" if so.
-function pages_problem(    mine, net, i, kept, slab_kept) {
+function pages_problem(    mine, net, i, kept, slab_kept, gain) {
 	if (!("kernel_alloc" in obs) || max_gain == "")
 		return ""
 	# busybox awk has no ^ operator (no math support).
@@ -132,8 +132,9 @@ function pages_problem(    mine, net, i, kept, slab_kept) {
 	}
 	if (obs["kernel_alloc"] + 0 < mine + 0)
 		return "; the kernel counted " obs["kernel_alloc"] " pages allocated, fewer than the cell's " mine
-	if (net - slab_kept > max_gain + 0)
-		return "; pages leaked? the kernel allocated " obs["kernel_alloc"] " pages and freed " obs["kernel_free"] " during the cell (net +" (net - slab_kept) kept ", at most +" max_gain " without a leak)"
+	gain = max_gain + (obs["slab"] == 1 ? slab_lag : 0)
+	if (net - slab_kept > gain)
+		return "; pages leaked? the kernel allocated " obs["kernel_alloc"] " pages and freed " obs["kernel_free"] " during the cell (net +" (net - slab_kept) kept ", at most +" gain " without a leak)"
 	if (net < -max_loss)
 		return "; pages freed twice? the kernel allocated " obs["kernel_alloc"] " pages and freed " obs["kernel_free"] " during the cell (net " net ", at least -" max_loss " without one)"
 	return ""
