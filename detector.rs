@@ -167,6 +167,9 @@ pub(crate) struct Detector {
     /// Pages the cell's body gave back to the page allocator
     /// (`mm_page_free`): for a slab row, a slab discarded.
     pub(crate) page_frees: Atomic<u64>,
+    /// Slab objects the cell's body got from `kmalloc()` and friends
+    /// (`kmalloc`): for a `kfree_rcu()` row, a new sheaf.
+    pub(crate) kmallocs: Atomic<u64>,
     after_rule: Atomic<bool>,
     /// `jiffies` of the last "sleeping function called" report, from any task:
     /// `__might_resched()` prints at most once per HZ, system-wide.
@@ -221,6 +224,7 @@ impl Detector {
             pcpu_drained_total: Atomic::new(0),
             page_allocs: Atomic::new(0),
             page_frees: Atomic::new(0),
+            kmallocs: Atomic::new(0),
             after_rule: Atomic::new(false),
             last_sleep_report: Atomic::new(sys::jiffies()),
             unattributed: Atomic::new(0),
@@ -389,6 +393,7 @@ impl Detector {
         self.pcpu_drained.store(0, Relaxed);
         self.page_allocs.store(0, Relaxed);
         self.page_frees.store(0, Relaxed);
+        self.kmallocs.store(0, Relaxed);
         self.capture.store(capture::IDLE, Relaxed);
         self.sleep_report.store(0, Relaxed);
         self.lock.clear();
@@ -622,6 +627,29 @@ pub(crate) unsafe extern "C" fn page_free_probe(
     // SAFETY: `data` is the registered `Detector`.
     let d = unsafe { detector(data) };
     d.on_event(&d.page_frees);
+}
+
+/// Probe on `kmalloc`, which fires for every `kmalloc()` served by a slab
+/// cache or the page allocator (`__do_kmalloc_node()` and friends), failed
+/// ones too.
+///
+/// # Safety
+///
+/// `data` as in [`detector`].
+pub(crate) unsafe extern "C" fn kmalloc_probe(
+    data: *mut c_void,
+    _call_site: kernel::ffi::c_ulong,
+    object: *const c_void,
+    _bytes_req: usize,
+    _bytes_alloc: usize,
+    _gfp: bindings::gfp_t,
+    _node: c_int,
+) {
+    // SAFETY: `data` is the registered `Detector`.
+    let d = unsafe { detector(data) };
+    if !object.is_null() {
+        d.on_event(&d.kmallocs);
+    }
 }
 
 /// Probe on `lock_acquire`, which `lock_acquire()` fires before it looks

@@ -102,20 +102,20 @@ pub(crate) struct CellResult {
     /// `unseen`: an order the per-cpu lists never serve came back without
     /// any buddy-list tracepoint (should not happen); `none`: nothing was
     /// allocated, or a control.
-    path: &'static str,
-    iterations: u32,
+    pub(crate) path: &'static str,
+    pub(crate) iterations: u32,
     pub(crate) allocated: u32,
     pub(crate) failed: u32,
     /// Runs of a `path=pcp` cell (more than one when its task migrated).
-    attempts: u32,
+    pub(crate) attempts: u32,
     /// Whether the last run left the CPU whose per-cpu list it filled.
-    migrated: bool,
+    pub(crate) migrated: bool,
     /// Why this observation does not answer the cell, though it ran: the
     /// state it needed was not there (`path=slowpath`: a zone above its min
     /// watermark, kswapd awake or hopeless), or the kernel's allocation
     /// failure warning was spent (`warn_alloc()` prints once per 10 s).
     /// The cell must run again from a fresh state.
-    unsettled: Option<&'static str>,
+    pub(crate) unsettled: Option<&'static str>,
     /// "page allocation failure" warnings the cell printed (`warn_alloc()`).
     alloc_warnings: u64,
     zone_locked_pages: u64,
@@ -123,7 +123,7 @@ pub(crate) struct CellResult {
     /// (`mm_page_alloc`), or for a freeing row gave back (`mm_page_free`):
     /// for slab rows new or discarded slabs (and their sheaves' own
     /// allocations), for page frees the blocks freed.
-    page_events: u64,
+    pub(crate) page_events: u64,
     extfrag_events: u64,
     kswapd_wakeups: u64,
     pub(crate) lockdep_before: bool,
@@ -142,17 +142,17 @@ pub(crate) struct CellResult {
     inside: Option<ContextState>,
     /// The body calls `might_sleep()`: an allocation with a mask that may
     /// block (`might_alloc()`), or a control that calls it.
-    calls_might_sleep: bool,
+    pub(crate) calls_might_sleep: bool,
     /// `__might_resched()` could print when the section began (its
     /// once-per-second limit had expired): its report is not swallowed.
     pub(crate) sleep_check_open: bool,
     /// Lockdep's lock probes were attached: `locks` is the section's trace
     /// (without them the results carry no lock trace keys at all).
-    traced: bool,
+    pub(crate) traced: bool,
 }
 
 impl CellResult {
-    fn new(cell: Cell, outcome: Outcome) -> Self {
+    pub(crate) fn new(cell: Cell, outcome: Outcome) -> Self {
         Self {
             cell,
             outcome,
@@ -415,7 +415,7 @@ impl Scratch {
 pub(crate) struct State {
     pub(crate) detector: Detector,
     pub(crate) counters: Counters,
-    locks: Locks,
+    pub(crate) locks: Locks,
     /// Results and counters change together under this lock.
     #[pin]
     pub(crate) results: Mutex<KVVec<CellResult>>,
@@ -635,7 +635,13 @@ impl State {
             let passing = r.migrated
                 || matches!(
                     r.unsettled,
-                    Some(KSWAPD_AWAKE | ABOVE_MIN | SOFTIRQ_ELSEWHERE | PCP_DRAINED)
+                    Some(
+                        KSWAPD_AWAKE
+                            | ABOVE_MIN
+                            | SOFTIRQ_ELSEWHERE
+                            | PCP_DRAINED
+                            | crate::kfree_rcu::PATH_NOT_REACHED
+                    )
                 );
             if !passing || attempts == PCP_ATTEMPTS || self.stopping.load(Relaxed) {
                 return Ok(r);
@@ -661,13 +667,17 @@ impl State {
         pages.clear();
         times.clear();
         pages.reserve(n, GFP_KERNEL)?;
+        if def.rcu {
+            return self.rcu_section(cell, pages);
+        }
         if def.frees {
             return self.free_section(cell, pages);
         }
         times.reserve(n, GFP_KERNEL)?;
         let warm_up = match cell.path {
             Path::Pcp => Some(self.warm_pcp(def, gfp, cell.order, n)?),
-            Path::ZoneLock | Path::Slowpath | Path::NewSlab => None,
+            // The kfree_rcu() paths are rcu_section()'s.
+            _ => None,
         };
         let warmed_cpu = warm_up.map(|w| w.cpu);
         let mut r = CellResult::new(Cell::Alloc(cell), Outcome::Ran);
@@ -728,7 +738,7 @@ impl State {
                 let reached = match cell.path {
                     Path::ZoneLock => detector.buddy_events() > 0,
                     Path::NewSlab => detector.page_allocs.load(Relaxed) > 0,
-                    Path::Pcp | Path::Slowpath => continue,
+                    _ => continue,
                 };
                 if reached || !got {
                     break;
@@ -790,7 +800,7 @@ impl State {
     /// records `lockdep_before` and the section's duration in `r`. The
     /// observation goes on until [`Self::end_observation`]: what the caller
     /// frees after the section is still the cell's.
-    fn observe_section(&self, r: &mut CellResult, ctx: usize, body: &mut dyn FnMut()) {
+    pub(crate) fn observe_section(&self, r: &mut CellResult, ctx: usize, body: &mut dyn FnMut()) {
         r.lockdep_before = sys::lockdep_armed();
         r.sleep_check_open = self.sleep_check_open();
         r.traced = self.lock_probes_attached.load(Relaxed);
@@ -807,7 +817,7 @@ impl State {
         r.inside = inside;
     }
 
-    fn end_observation(&self, r: &mut CellResult) {
+    pub(crate) fn end_observation(&self, r: &mut CellResult) {
         if self.detector.body_elsewhere() {
             r.unsettled = r.unsettled.or(Some(SOFTIRQ_ELSEWHERE));
         }
@@ -957,7 +967,12 @@ impl State {
     /// module cannot read (it keeps `ALLOC_NOFRAGMENT` and may send even an
     /// allocation with free pages to the slow path).
     fn memory_allows(cell: AllocCell) -> bool {
-        let gfp = MASKS[cell.mask].gfp;
+        // The headless kvfree_rcu() may allocate a page with GFP_KERNEL.
+        let gfp = if ALLOCATORS[cell.alloc].might_sleep {
+            sys::GFP_KERNEL
+        } else {
+            MASKS[cell.mask].gfp
+        };
         if !sys::may_block(gfp) || !CONTEXTS[cell.ctx].atomic {
             return true;
         }
@@ -976,7 +991,11 @@ impl State {
         pr_err!(
             "run: refusing {}: {} may enter direct reclaim and sleep inside {}; the cell may take {} blocks of order {} ({} pages, with a {} page margin), and the best zone holds {} usable free pages above its high watermark and {} usable free blocks of that order; free memory or lower n= or order=\n",
             Cell::Alloc(cell),
-            MASKS[cell.mask].name,
+            if ALLOCATORS[cell.alloc].might_sleep {
+                ALLOCATORS[cell.alloc].name
+            } else {
+                MASKS[cell.mask].name
+            },
             CONTEXTS[cell.ctx].name,
             n,
             cell.order,

@@ -47,6 +47,7 @@ macro_rules! param {
 mod debugfs;
 mod detector;
 mod inside;
+mod kfree_rcu;
 mod locktrace;
 mod runner;
 mod select;
@@ -84,13 +85,18 @@ module! {
 }
 
 struct GfpNoLocks {
-    // Field order is teardown order: probes go before the state they point to.
+    // Field order is teardown order: probes go before the state they point
+    // to, and the `kfree_rcu()` rows' cache after every cell's objects.
     _probes: KVec<sys::Probe>,
     state: Pin<KBox<Scope<State>>>,
+    #[cfg(have_slab_rows)]
+    _rcu_cache: sys::rcu::Cache,
 }
 
 impl kernel::Module for GfpNoLocks {
     fn init(_module: &'static ThisModule) -> Result<Self> {
+        #[cfg(have_slab_rows)]
+        let rcu_cache = sys::rcu::Cache::new()?;
         let state = KBox::pin_init(
             Scope::dir(State::new()?, c"rust_gfp_nolocks", debugfs::populate),
             GFP_KERNEL,
@@ -118,6 +124,8 @@ impl kernel::Module for GfpNoLocks {
         let module = Self {
             _probes: probes,
             state,
+            #[cfg(have_slab_rows)]
+            _rcu_cache: rcu_cache,
         };
         if param!(autorun) != 0 {
             module.autorun()?;
@@ -140,12 +148,13 @@ impl GfpNoLocks {
         let pcpu_drain: sys::PcpuDrainProbeFn = detector::pcpu_drain_probe;
         let page_alloc: sys::PageAllocProbeFn = detector::page_alloc_probe;
         let page_free: sys::PageFreeProbeFn = detector::page_free_probe;
+        let kmalloc: sys::KmallocProbeFn = detector::kmalloc_probe;
         let attach = |name: &'static CStr, func: *mut c_void| {
             // SAFETY: Each probe below has its tracepoint's signature, and
             // `detector` outlives the probes (field order in `GfpNoLocks`).
             unsafe { sys::Probe::attach(name, func, detector) }
         };
-        let needed: [(&CStr, *mut c_void); 7] = [
+        let needed: [(&CStr, *mut c_void); 8] = [
             (c"console", console as *mut c_void),
             (c"mm_page_alloc_zone_locked", zone_locked as *mut c_void),
             (c"mm_page_alloc_extfrag", extfrag as *mut c_void),
@@ -153,6 +162,7 @@ impl GfpNoLocks {
             (c"mm_page_pcpu_drain", pcpu_drain as *mut c_void),
             (c"mm_page_alloc", page_alloc as *mut c_void),
             (c"mm_page_free", page_free as *mut c_void),
+            (c"kmalloc", kmalloc as *mut c_void),
         ];
         let mut probes = KVec::with_capacity(needed.len(), GFP_KERNEL)?;
         for (name, func) in needed {

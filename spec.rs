@@ -25,6 +25,19 @@ pub(crate) enum Path {
     /// after the per-cpu sheaves, the barn and the node's partial slabs ran
     /// out, or a new sheaf's `kmalloc-512` slab.
     NewSlab,
+    /// `kfree_rcu()` rows: this CPU's `rcu_free` sheaf has room (one
+    /// object freed to it before the section): no lock but the sheaves'
+    /// `local_trylock()`.
+    Sheaf,
+    /// No `rcu_free` or spare sheaf, and an empty sheaf in the barn: the
+    /// section's first free takes it under `barn->lock`.
+    Barn,
+    /// No `rcu_free` or spare sheaf and none empty in the barn: the
+    /// section's first free allocates a sheaf (`alloc_empty_sheaf()`).
+    NewSheaf,
+    /// The bulk path of `kvfree_call_rcu()` (PREEMPT_RT): `krc.lock`, a
+    /// page of pointers, or for the headless form a page allocated inline.
+    Krc,
 }
 
 impl Path {
@@ -34,10 +47,23 @@ impl Path {
             Path::Pcp => "pcp",
             Path::Slowpath => "slowpath",
             Path::NewSlab => "new_slab",
+            Path::Sheaf => "sheaf",
+            Path::Barn => "barn",
+            Path::NewSheaf => "new_sheaf",
+            Path::Krc => "krc",
         }
     }
 
-    pub(crate) const ALL: [Path; 4] = [Path::ZoneLock, Path::Pcp, Path::Slowpath, Path::NewSlab];
+    pub(crate) const ALL: [Path; 8] = [
+        Path::ZoneLock,
+        Path::Pcp,
+        Path::Slowpath,
+        Path::NewSlab,
+        Path::Sheaf,
+        Path::Barn,
+        Path::NewSheaf,
+        Path::Krc,
+    ];
 }
 
 /// Path names separated by commas, for messages.
@@ -48,6 +74,20 @@ impl fmt::Display for PathNames {
         for (i, p) in self.0.iter().enumerate() {
             let sep = if i == 0 { "" } else { ", " };
             write!(f, "{}{}", sep, p.name())?;
+        }
+        Ok(())
+    }
+}
+
+/// The allocators callable from any context, separated by commas.
+struct AnyContextNames;
+
+impl fmt::Display for AnyContextNames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = ALLOCATORS.iter().filter(|a| a.any_context);
+        for (i, a) in names.enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{}{}", sep, a.name)?;
         }
         Ok(())
     }
@@ -69,6 +109,14 @@ const SLAB_PCP_ITERATIONS: u32 = 1;
 const DEFAULT_NEW_SLAB_ITERATIONS: u32 = 4096;
 /// The slow path's first allocation is the answer; more may take reserves.
 const DEFAULT_SLOWPATH_ITERATIONS: u32 = 1;
+/// A `kfree_rcu()` cell frees one object: the path is its first free's.
+const DEFAULT_RCU_ITERATIONS: u32 = 1;
+/// Most a `kfree_rcu()` cell on a sheaf path frees: the sheaf its first
+/// free found or made keeps room for the rest (no flush in the section).
+#[cfg(have_slab_rows)]
+const MAX_RCU_SHEAF_ITERATIONS: u32 = sys::rcu::SHEAF_CAPACITY / 2;
+#[cfg(not(have_slab_rows))]
+const MAX_RCU_SHEAF_ITERATIONS: u32 = 0;
 /// Longest spec `run` accepts, in bytes.
 pub(crate) const MAX_SPEC_LEN: usize = 256;
 
@@ -226,8 +274,9 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
                         .find(|p| p.name() == value)
                         .ok_or_else(|| {
                             bad(format_args!(
-                                "unknown path '{}': use zone_lock, pcp, slowpath or new_slab",
-                                value
+                                "unknown path '{}': use one of {}",
+                                value,
+                                PathNames(&Path::ALL)
                             ))
                         })?,
                 )
@@ -261,8 +310,8 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
     let def = &ALLOCATORS[alloc];
     if CONTEXTS[ctx].body_in == ExecContext::Nmi && !def.any_context {
         return Err(bad(format_args!(
-            "ctx={} runs only allocators callable from any context (alloc_pages_nolock, kmalloc_nolock, kfree_nolock), not {}",
-            CONTEXTS[ctx].name, def.name
+            "ctx={} runs only allocators callable from any context ({}), not {}",
+            CONTEXTS[ctx].name, AnyContextNames, def.name
         )));
     }
     if !(def.accepts)(MASKS[mask].gfp) {
@@ -324,6 +373,14 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
             def.name, SLAB_PCP_ITERATIONS
         )));
     }
+    if def.rcu && path != Path::Krc && n.is_some_and(|n| n > MAX_RCU_SHEAF_ITERATIONS) {
+        return Err(bad(format_args!(
+            "{} with path={} takes n up to {}: more would fill the sheaf and flush it",
+            def.name,
+            path.name(),
+            MAX_RCU_SHEAF_ITERATIONS
+        )));
+    }
     let n = match n {
         Some(0) => return Err(bad(format_args!("n=0 runs nothing"))),
         Some(n) => n,
@@ -342,6 +399,8 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
 /// The `n` of a cell that gives none, and of the matrix's cells.
 fn default_iterations(def: &AllocatorDef, path: Path, order: u32) -> u32 {
     match path {
+        _ if def.rcu => DEFAULT_RCU_ITERATIONS,
+        Path::Sheaf | Path::Barn | Path::NewSheaf | Path::Krc => DEFAULT_RCU_ITERATIONS,
         Path::Pcp if def.slab => SLAB_PCP_ITERATIONS,
         Path::Pcp => DEFAULT_PCP_ITERATIONS,
         Path::Slowpath => DEFAULT_SLOWPATH_ITERATIONS,

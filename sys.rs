@@ -16,6 +16,8 @@ use kernel::{
 };
 
 pub(crate) mod lockdep;
+#[cfg(have_slab_rows)]
+pub(crate) mod rcu;
 pub(crate) mod task;
 
 pub(crate) type Gfp = bindings::gfp_t;
@@ -149,6 +151,15 @@ enum Handle {
     /// callable where it was (any context).
     #[cfg(have_kmalloc_nolock_rows)]
     KmallocNolock(NonNull<c_void>),
+    /// From `kmem_cache_alloc()` of the `kfree_rcu()` rows' cache
+    /// (`rcu::Cache`, which outlives every object: see there): freed with
+    /// `kmem_cache_free()`, or handed to RCU by `rcu::kfree_rcu()` and
+    /// friends, which take the value.
+    #[cfg(have_slab_rows)]
+    Cached {
+        cache: NonNull<bindings::kmem_cache>,
+        object: NonNull<c_void>,
+    },
 }
 
 /// One allocation, owned: dropping the value frees it with the allocator's
@@ -186,6 +197,13 @@ impl Drop for Allocation {
             // value owns it; drop runs once.
             #[cfg(have_kmalloc_nolock_rows)]
             Handle::KmallocNolock(object) => unsafe { bindings::kfree_nolock(object.as_ptr()) },
+            // SAFETY: `object` came from `kmem_cache_alloc_noprof()` of
+            // `cache`, which is live until every cell has run (`rcu::Cache`);
+            // this value owns it and drop runs once.
+            #[cfg(have_slab_rows)]
+            Handle::Cached { cache, object } => unsafe {
+                bindings::kmem_cache_free(cache.as_ptr(), object.as_ptr())
+            },
         }
     }
 }
@@ -1087,6 +1105,16 @@ pub(crate) type PcpuDrainProbeFn =
 /// `mm_page_alloc(page, order, gfp_flags, migratetype)`.
 pub(crate) type PageAllocProbeFn =
     unsafe extern "C" fn(*mut c_void, *mut bindings::page, c_uint, bindings::gfp_t, c_int);
+/// `kmalloc(call_site, ptr, bytes_req, bytes_alloc, gfp_flags, node)`.
+pub(crate) type KmallocProbeFn = unsafe extern "C" fn(
+    *mut c_void,
+    kernel::ffi::c_ulong,
+    *const c_void,
+    usize,
+    usize,
+    bindings::gfp_t,
+    c_int,
+);
 /// `mm_page_free(page, order)`.
 pub(crate) type PageFreeProbeFn = unsafe extern "C" fn(*mut c_void, *mut bindings::page, c_uint);
 pub(crate) type WakeupKswapdProbeFn =

@@ -163,6 +163,14 @@ pub(crate) struct AllocatorDef {
     /// Paths the spec may ask for; the first is the default, the matrix's.
     pub(crate) paths: &'static [Path],
     pub(crate) alloc: AllocFn,
+    /// How a freeing row's section frees one allocation: dropped (the
+    /// allocator's own free), or handed to RCU.
+    pub(crate) free: fn(sys::Allocation),
+    /// A `kfree_rcu()` row: its section hands objects of the private cache
+    /// to RCU, after a setup of the sheaves for its path (`kfree_rcu.rs`).
+    pub(crate) rcu: bool,
+    /// The call starts with `might_sleep()`, whatever the mask.
+    pub(crate) might_sleep: bool,
 }
 
 /// Properties of an allocator row, combined with `|` in `ALLOCATORS`.
@@ -171,12 +179,27 @@ const FREES: u8 = 1 << 1;
 const ANY_CONTEXT: u8 = 1 << 2;
 #[cfg_attr(not(have_slab_rows), allow(dead_code))]
 const SLAB: u8 = 1 << 3;
+#[cfg_attr(not(have_slab_rows), allow(dead_code))]
+const MIGHT_SLEEP: u8 = 1 << 4;
 
 /// The paths of each kind of row, the matrix's first.
 const PAGE_PATHS: &[Path] = &[Path::ZoneLock, Path::Pcp, Path::Slowpath];
 const PAGE_FREE_PATHS: &[Path] = &[Path::ZoneLock, Path::Pcp];
 const SLAB_PATHS: &[Path] = &[Path::NewSlab, Path::Pcp];
 const SLAB_FREE_PATHS: &[Path] = &[Path::Pcp];
+/// `kfree_rcu()` rows where `kvfree_call_rcu()` tries the sheaves first:
+/// the barn's empty sheaf (`barn->lock`, the matrix's), a sheaf with room,
+/// a new sheaf allocated in the section.
+#[cfg_attr(not(have_slab_rows), allow(dead_code))]
+const RCU_SHEAF_PATHS: &[Path] = &[Path::Barn, Path::Sheaf, Path::NewSheaf];
+/// PREEMPT_RT's `kvfree_call_rcu()` skips the sheaves for the `krc` bulk
+/// path (`kfree_call_rcu_nolock()` does not).
+#[cfg_attr(not(have_slab_rows), allow(dead_code))]
+const RCU_BULK_PATHS: &[Path] = &[Path::Krc];
+
+fn free_now(allocation: sys::Allocation) {
+    drop(allocation)
+}
 
 const fn allocator(
     name: &'static str,
@@ -204,6 +227,31 @@ const fn allocator(
         slab,
         paths,
         alloc,
+        free: free_now,
+        rcu: false,
+        might_sleep: false,
+    }
+}
+
+/// A `kfree_rcu()` row: frees (`gfp=0`, order 0) objects of the private
+/// cache (`sys::rcu`) with `free`.
+#[cfg_attr(not(have_slab_rows), allow(dead_code))]
+const fn rcu_row(name: &'static str, properties: u8, free: fn(sys::Allocation)) -> AllocatorDef {
+    let any_context = properties & ANY_CONTEXT != 0;
+    #[cfg(have_slab_rows)]
+    let alloc: AllocFn = sys::rcu::alloc;
+    #[cfg(not(have_slab_rows))]
+    let alloc: AllocFn = |_, _| None;
+    AllocatorDef {
+        paths: if cfg!(CONFIG_PREEMPT_RT) && !any_context {
+            RCU_BULK_PATHS
+        } else {
+            RCU_SHEAF_PATHS
+        },
+        free,
+        rcu: true,
+        might_sleep: properties & MIGHT_SLEEP != 0,
+        ..allocator(name, 0, 0, |gfp| gfp == 0, properties | FREES | SLAB, alloc)
     }
 }
 
@@ -234,6 +282,15 @@ const fn allocator(
 /// `kfree()` takes the node's `list_lock`): the rows would ask about
 /// another allocator.
 ///
+/// `kfree_rcu` rows: one object of a private 64-byte cache (`sys::rcu`),
+/// allocated before the section, handed to RCU inside it:
+/// `kfree_rcu(p, head)` (`kvfree_call_rcu()` with the object's head),
+/// `kvfree_rcu_mightsleep(p)` (without: `might_sleep()` first) and, where
+/// `Kbuild` finds it exported, `kfree_rcu_nolock(p, head)`
+/// (`kfree_call_rcu_nolock()`, the only one for NMI: the others take locks
+/// without trying). Each path is set up before the section and the path
+/// taken named from the kernel's events (`kfree_rcu.rs`).
+///
 /// One line per allocator: name, default order, highest order, masks
 /// accepted, properties (failures warn, frees, callable from any context,
 /// slab), call (for a freeing row: the allocation whose free it runs).
@@ -253,6 +310,12 @@ pub(crate) const ALLOCATORS: &[AllocatorDef] = &[
     allocator("kfree", 0, 0, |gfp| gfp == 0, FREES | SLAB, sys::kmalloc),
     #[cfg(have_kmalloc_nolock_rows)]
     allocator("kfree_nolock", 0, 0, |gfp| gfp == 0, FREES | ANY_CONTEXT | SLAB, sys::kmalloc_nolock),
+    #[cfg(have_slab_rows)]
+    rcu_row("kfree_rcu", 0, sys::rcu::kfree_rcu),
+    #[cfg(have_slab_rows)]
+    rcu_row("kvfree_rcu_mightsleep", MIGHT_SLEEP, sys::rcu::kvfree_rcu_mightsleep),
+    #[cfg(have_kfree_rcu_nolock)]
+    rcu_row("kfree_rcu_nolock", ANY_CONTEXT, sys::rcu::kfree_rcu_nolock),
 ];
 
 #[cfg(have_slab_rows)]

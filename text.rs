@@ -71,6 +71,12 @@ pub(crate) struct Name {
     len: u8,
 }
 
+impl Name {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
 impl Default for Name {
     fn default() -> Self {
         Self {

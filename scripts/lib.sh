@@ -40,7 +40,7 @@ export FLAVORS="lockdep rt"
 # once per state: the module's debugfs files and case list checked, and
 # every cell of make matrix queued (per-cpu cells, the matrix, the slow
 # path, in that order); run-flavor --restored takes them from there.
-export PREPARED_PHASES="load queue:/rgn/selftests/pcp.specs cases queue:all queue:/rgn/selftests/slowpath.specs"
+export PREPARED_PHASES="load queue:/rgn/selftests/pcp.specs queue:/rgn/selftests/rcu.specs cases queue:all queue:/rgn/selftests/slowpath.specs"
 
 # The rustup toolchain lives in ~/.cargo/bin; a CI shell may not have it.
 case ":$PATH:" in

@@ -303,7 +303,7 @@ config_has() {
 
 # The kernel symbols the rows depend on, found in one pass over kallsyms
 # (a large file: one grep each costs seconds under TCG).
-ROW_SYMBOLS="alloc_pages_nolock_noprof rust_helper_local_interrupt_disable __local_bh_disable_ip _kmalloc_nolock_noprof kfree_nolock __SCT__apic_call_send_IPI_mask"
+ROW_SYMBOLS="alloc_pages_nolock_noprof rust_helper_local_interrupt_disable __local_bh_disable_ip _kmalloc_nolock_noprof kfree_nolock __SCT__apic_call_send_IPI_mask kfree_call_rcu_nolock"
 has_symbol() {
 	if [ -z "${KALLSYMS_FOUND+set}" ]; then
 		KALLSYMS_FOUND=" $(grep -E " ($(echo "$ROW_SYMBOLS" | tr ' ' '|'))\$" /proc/kallsyms | awk '{ printf "%s ", $3 }')"
@@ -324,7 +324,11 @@ has_symbol() {
 # local_interrupt_disable() (its C helper is in kallsyms),
 # alloc_pages_nolock() its symbol, and the kmalloc_nolock()/kfree_nolock()
 # rows both symbols and no CONFIG_KMALLOC_PARTITION_CACHES (whose extra
-# argument the module does not pass); Kbuild detects the same in the tree.
+# argument the module does not pass), the kfree_rcu() rows the sheaves (no
+# CONFIG_SLUB_TINY) and kfree_rcu_nolock() its symbol; Kbuild detects the
+# same in the tree. kvfree_call_rcu() skips the sheaves on PREEMPT_RT
+# (mm/slab_common.c): there its rows' path is the krc bulk path, else the
+# barn's empty sheaf.
 expected_cases() {
 	preempt=""
 	if config_has CONFIG_DEBUG_PREEMPT || config_has CONFIG_TRACE_PREEMPT_TOGGLE; then
@@ -359,6 +363,10 @@ expected_cases() {
 		! config_has CONFIG_KMALLOC_PARTITION_CACHES; then
 		slab_nolock=1
 	fi
+	rcu_nolock=0
+	[ "$slab" -eq 0 ] || ! has_symbol kfree_call_rcu_nolock || rcu_nolock=1
+	rcu_path=barn
+	! config_has CONFIG_PREEMPT_RT || rcu_path=krc
 	# NMI: a self-NMI through the exported static call trampoline of
 	# apic_call_send_IPI_mask (x86); only the allocators for any context
 	# run there.
@@ -381,6 +389,11 @@ expected_cases() {
 			[ "$slab" -eq 0 ] || echo "ctx=$ctx alloc=kfree gfp=0 order=0 path=pcp n=1"
 		fi
 		[ "$slab_nolock" -eq 0 ] || echo "ctx=$ctx alloc=kfree_nolock gfp=0 order=0 path=pcp n=1"
+		if [ "$ctx" != nmi ] && [ "$slab" -eq 1 ]; then
+			echo "ctx=$ctx alloc=kfree_rcu gfp=0 order=0 path=$rcu_path n=1"
+			echo "ctx=$ctx alloc=kvfree_rcu_mightsleep gfp=0 order=0 path=$rcu_path n=1"
+		fi
+		[ "$rcu_nolock" -eq 0 ] || echo "ctx=$ctx alloc=kfree_rcu_nolock gfp=0 order=0 path=barn n=1"
 	done
 	echo "control=empty"
 	echo "control=spin_lock_under_raw_spin_lock"
@@ -484,6 +497,29 @@ judge_derived() {
 }
 
 # phase_cells SOURCE: SOURCE is "all", "all:K/N" or a file of specs.
+# spec_file FILE: the specs of FILE this kernel runs: comments and blank
+# lines dropped, a line "FLAVOR: SPEC" kept for that flavor only (a path
+# one flavor lacks), and a spec of an allocator this kernel has no row for
+# dropped (kfree_rcu_nolock before 7.3: phase cases checks, independently,
+# which rows the kernel should have).
+spec_file() {
+	awk -v flavor="$FLAVOR" -v cases="$DEBUGFS/cases" '
+		BEGIN {
+			while ((getline line < cases) > 0)
+				if (match(line, /alloc=[^ ]+/))
+					row[substr(line, RSTART + 6, RLENGTH - 6)] = 1
+		}
+		/^[ \t]*(#|$)/ { next }
+		/^[a-z]+: / {
+			if ($1 != flavor ":")
+				next
+			sub(/^[a-z]+: /, "")
+		}
+		match($0, /alloc=[^ ]+/) && !(substr($0, RSTART + 6, RLENGTH - 6) in row) { next }
+		{ print }
+	' "$1"
+}
+
 phase_cells() {
 	if ! load_module; then
 		fail "cells $1: the module does not load"
@@ -497,7 +533,7 @@ phase_cells() {
 		awk -v k="${part%/*}" -v n="${part#*/}" '(NR - 1) % n == k' "$DEBUGFS/cases" >/tmp/specs
 		;;
 	*)
-		cp "$1" /tmp/specs
+		spec_file "$1" >/tmp/specs
 		full=0
 		# Cells of a file are cases too (those of the cases file are
 		# listed by phase cases).
@@ -611,7 +647,7 @@ phase_judge_onepass() {
 phase_queue() {
 	case $1 in
 	all) cat "$DEBUGFS/cases" ;;
-	*) cat "$1" ;;
+	*) spec_file "$1" ;;
 	esac >"$T/queue"
 	sed 's/^/# CASE /' "$T/queue"
 	sed 's/^/# RETRY /' "$T/queue"

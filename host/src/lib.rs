@@ -647,6 +647,9 @@ fn short_allocator(name: &str) -> &str {
         "kmalloc" => "kmalloc(64)",
         "kmalloc_nolock" => "kmalloc_nolock",
         "kfree" => "kfree()",
+        "kfree_rcu" => "kfree_rcu()",
+        "kvfree_rcu_mightsleep" => "kvfree_rcu_mightsleep()",
+        "kfree_rcu_nolock" => "kfree_rcu_nolock()",
         other => other,
     }
 }

@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The `kfree_rcu()` rows' cells: the private cache's sheaves set up for
+//! the path the cell asks for, before its section, and the path the
+//! section took, named from the kernel's events (the lock trace,
+//! `kmalloc`, `mm_page_alloc`), never from the setup.
+//!
+//! The setups, from `__kfree_rcu_sheaf()` (`mm/slub.c`, 7.2 and 7.3),
+//! each after `sys::rcu::reset()` (no `rcu_free` or spare sheaf on any CPU,
+//! the barn empty), with the objects allocated before the reset:
+//!
+//! - `new_sheaf`: nothing more. The section's first free finds no
+//!   `rcu_free` sheaf, no empty spare and no empty sheaf in the barn
+//!   (`barn_get_empty_sheaf()` returns before its lock), and allocates one
+//!   (`alloc_empty_sheaf()`: a `kmalloc` event).
+//! - `sheaf`: one free first, on the CPU the section then runs on (both
+//!   under a `spinlock_t`, which keeps the task there): the section finds
+//!   that `rcu_free` sheaf with room.
+//! - `barn`: `(MAX_FULL_SHEAVES + 1) * capacity` frees, then
+//!   `rcu_barrier()`: each filled `rcu_free` sheaf goes to `call_rcu()`,
+//!   whose callback (`rcu_free_sheaf()`) puts the first ten into the barn
+//!   full and, the barn holding `MAX_FULL_SHEAVES`, flushes the eleventh
+//!   and puts it in empty. The section's first free finds no `rcu_free` or
+//!   spare sheaf and takes the barn's empty one under `barn->lock`.
+//! - `krc` (`kvfree_call_rcu()` on PREEMPT_RT): nothing; the bulk path's
+//!   state (a page with room, a cached page, none) is the kernel's, and a
+//!   page allocated inline shows as `krc_page`.
+
+use crate::runner::{CellResult, Outcome, State};
+use crate::spec::{AllocCell, Cell, Path};
+use crate::tables::{AllocatorDef, ALLOCATORS};
+use crate::{locktrace::LockRecord, sys};
+use kernel::{alloc::KVVec, prelude::*, sync::atomic::Relaxed};
+
+/// A sheaf path cell that took another sheaf path than the one set up:
+/// not an answer for its path; it runs again.
+pub(crate) const PATH_NOT_REACHED: &str = "path_not_reached";
+
+/// Lockdep's names of the maps that tell the paths apart (as the lock
+/// trace records them, names of 7.2 and 7.3): the wait-type override
+/// `__kfree_rcu_sheaf()` holds on !PREEMPT_RT, the per-cpu sheaves'
+/// `local_trylock_t` (lockdep sees it only when the trylock succeeds), the
+/// barn's `spinlock_t`, and the bulk path's `raw_spinlock_t`.
+const SHEAF_OVERRIDE: &[u8] = b"kfree_rcu_sheaf_map";
+const SHEAVES_LOCK: &[u8] = b"&pcs->lock";
+const BARN_LOCK: &[u8] = b"&barn->lock";
+const KRC_LOCK: &[u8] = b"krc.lock";
+
+/// Whether lockdep's `name` is `map`'s: equal, or `map` with a prefix
+/// lockdep adds (`(local_lock_t *)`) or a suffix (`-wait-type-override`).
+fn names(name: &[u8], map: &[u8]) -> bool {
+    name.windows(map.len()).any(|w| w == map)
+}
+
+/// Objects freed before the section, for `path`.
+fn setup_frees(path: Path) -> usize {
+    let capacity = sys::rcu::SHEAF_CAPACITY as usize;
+    match path {
+        Path::Sheaf => 1,
+        Path::Barn => (sys::rcu::BARN_MAX_FULL_SHEAVES as usize + 1) * capacity,
+        _ => 0,
+    }
+}
+
+/// The path a section of `n` frees took, from what the kernel showed of
+/// it. Each free takes the sheaves' trylock once; a free that allocated a
+/// sheaf takes it again after the allocation (`__kfree_rcu_sheaf()`), and
+/// the allocation shows as a `kmalloc` event too, except through
+/// `kmalloc_nolock()`, which has none.
+fn path_taken(locks: &LockRecord, n: u32, kmallocs: u64, page_allocs: u64) -> &'static str {
+    let takes = |map: &[u8]| -> u32 {
+        let seen = locks.seen.iter().filter(|l| names(l.name.as_bytes(), map));
+        seen.map(|l| l.count).sum()
+    };
+    if takes(KRC_LOCK) > 0 {
+        if page_allocs > 0 {
+            "krc_page"
+        } else {
+            "krc"
+        }
+    } else if kmallocs > 0 || takes(SHEAVES_LOCK) > n {
+        "new_sheaf"
+    } else if takes(BARN_LOCK) > 0 {
+        "barn"
+    } else if takes(SHEAVES_LOCK) > 0 {
+        "sheaf"
+    } else if takes(SHEAF_OVERRIDE) > 0 || locks.seen.is_empty() {
+        // No sheaf took it: the sheaves' trylock refused (on PREEMPT_RT in
+        // hard irq and NMI before lockdep sees it), and
+        // kfree_call_rcu_nolock() deferred the object (defer_kfree_rcu()).
+        "deferred"
+    } else {
+        "unseen"
+    }
+}
+
+/// Takes `n` objects of the private cache into `objects`, in process
+/// context (`GFP_KERNEL`, failing rather than calling the OOM killer).
+fn take(objects: &mut KVVec<sys::Allocation>, n: usize) -> Result {
+    objects.reserve(n, GFP_KERNEL)?;
+    while objects.len() < n {
+        let gfp = sys::GFP_KERNEL | sys::GFP_NOWARN | sys::GFP_NORETRY;
+        let object = sys::rcu::alloc(gfp, 0).ok_or(ENOMEM)?;
+        objects.push_within_capacity(object).map_err(|_| ENOMEM)?;
+    }
+    Ok(())
+}
+
+impl State {
+    /// Frees `setup` before the section: under the module's `spinlock_t`
+    /// (a legal context for every row's free, which keeps the task on its
+    /// CPU), with the row's own call, or `kfree_rcu()` for the headless form
+    /// (whose `might_sleep()` would report there). Returns that CPU.
+    fn set_up(&self, def: &AllocatorDef, path: Path, setup: &mut KVVec<sys::Allocation>) -> u32 {
+        let free = if def.might_sleep {
+            sys::rcu::kfree_rcu
+        } else {
+            def.free
+        };
+        let guard = self.locks.spin.lock();
+        while let Some(object) = setup.pop() {
+            free(object);
+        }
+        let cpu = sys::current_cpu();
+        drop(guard);
+        if path == Path::Barn {
+            // The filled sheaves' callbacks fill the barn.
+            sys::rcu::rcu_barrier();
+        }
+        cpu
+    }
+
+    /// A `kfree_rcu()` cell: `n` objects allocated, the sheaves set up for
+    /// the path, the objects handed to RCU one by one inside the section.
+    pub(crate) fn rcu_section(
+        &self,
+        cell: AllocCell,
+        objects: &mut KVVec<sys::Allocation>,
+    ) -> Result<CellResult> {
+        let def = &ALLOCATORS[cell.alloc];
+        let mut setup = KVVec::new();
+        take(&mut setup, setup_frees(cell.path))?;
+        take(objects, cell.n as usize)?;
+        sys::rcu::reset();
+        let setup_cpu = self.set_up(def, cell.path, &mut setup);
+        let mut r = CellResult::new(Cell::Alloc(cell), Outcome::Ran);
+        r.allocated = objects.len() as u32;
+        r.calls_might_sleep = def.might_sleep;
+        let mut freed = 0u32;
+        let mut freed_on = setup_cpu;
+        self.observe_section(&mut r, cell.ctx, &mut || {
+            freed_on = sys::current_cpu();
+            while let Some(object) = objects.pop() {
+                (def.free)(object);
+                freed += 1;
+            }
+        });
+        let detector = &self.detector;
+        let kmallocs = detector.kmallocs.load(Relaxed);
+        r.page_events = detector.page_allocs.load(Relaxed);
+        self.end_observation(&mut r);
+        r.iterations = freed;
+        r.path = path_taken(&r.locks, freed, kmallocs, r.page_events);
+        // The sheaf set up is this CPU's only; the barn is the node's.
+        r.migrated = cell.path == Path::Sheaf && freed_on != setup_cpu;
+        let sheaf_paths = [Path::Sheaf, Path::Barn, Path::NewSheaf];
+        let other_sheaf_path = sheaf_paths
+            .iter()
+            .any(|p| p.name() == r.path && *p != cell.path);
+        if sheaf_paths.contains(&cell.path) && other_sheaf_path {
+            r.unsettled = r.unsettled.or(Some(PATH_NOT_REACHED));
+        }
+        Ok(r)
+    }
+}
