@@ -135,6 +135,14 @@ pub struct Cell {
     /// Every lock the section took, in order.
     #[serde(default)]
     pub locks: Vec<LockSeen>,
+    /// Outcomes the kernel's state decides between (a cache's or a list's:
+    /// expectations.txt's `|`, from the judge's `# STATE` line); empty
+    /// where the kernel's source allows one answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub state_decides: Vec<String>,
+    /// Every answer of such a cell seen in the run (`Cell::outcome`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<String>,
 }
 
 /// Report kinds the module derives from its lock trace.
@@ -264,7 +272,27 @@ impl Cell {
                 Some(v) => locks::parse(v).map_err(|e| format!("{e} in: {line}"))?,
                 None => Vec::new(),
             },
+            state_decides: Vec::new(),
+            seen: Vec::new(),
         })
+    }
+
+    /// One observation's answer: its symbol, the lock behind its first
+    /// report, and the path it took where that is not the one it asked for.
+    pub fn outcome(&self) -> String {
+        let mut s = self.symbol();
+        let lock = if self.answered_by_trace() && self.lock == "-" {
+            &self.derived_lock
+        } else {
+            &self.lock
+        };
+        if lock != "-" {
+            s = format!("{s} {lock}");
+        }
+        if self.kind == "alloc" && self.path != self.requested_path {
+            s = format!("{s} observed_path={}", self.path);
+        }
+        s
     }
 
     /// Whether this observation answers the cell: lockdep was armed, and
@@ -325,6 +353,9 @@ impl Cell {
         } else if s.is_empty() {
             s.push('.');
         }
+        if !self.state_decides.is_empty() {
+            s.push('~');
+        }
         s
     }
 }
@@ -336,11 +367,19 @@ fn settled_marker() -> String {
 
 /// All `# RESULT` lines of one boot's guest output, in order.
 pub fn parse_boot(output: &str) -> Result<Vec<Cell>, String> {
-    output
+    let mut cells: Vec<Cell> = output
         .lines()
         .filter(|l| l.starts_with("# RESULT "))
         .map(Cell::parse)
-        .collect()
+        .collect::<Result<_, _>>()?;
+    // The judge's word that the kernel's state decides the cell.
+    let states = output.lines().filter_map(|l| l.strip_prefix("# STATE "));
+    for (spec, alternatives) in states.filter_map(|l| l.split_once('\t')) {
+        for c in cells.iter_mut().filter(|c| c.spec == spec) {
+            c.state_decides = alternatives.split('|').map(str::to_string).collect();
+        }
+    }
+    Ok(cells)
 }
 
 /// Merges boots in order: each cell keeps its first observation with
@@ -349,14 +388,36 @@ pub fn parse_boot(output: &str) -> Result<Vec<Cell>, String> {
 /// checked). Cells keep the order in which they were first seen.
 pub fn merge(boots: &[Vec<Cell>]) -> Vec<Cell> {
     let mut merged: Vec<Cell> = Vec::new();
+    // Per spec: what the judge said the kernel's state decides, and every
+    // answer seen (an output and its judged copy hold the same one).
+    let mut decides: BTreeMap<&str, &Vec<String>> = BTreeMap::new();
+    let mut seen: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for cell in boots.iter().flatten() {
+        if !cell.state_decides.is_empty() {
+            decides.insert(&cell.spec, &cell.state_decides);
+        }
+        let answers = seen.entry(&cell.spec).or_default();
+        let answer = Cell {
+            state_decides: Vec::new(),
+            ..cell.clone()
+        }
+        .outcome();
+        if cell.settled() && !answers.contains(&answer) {
+            answers.push(answer);
+        }
         // An answer lockdep gave armed beats one the lock trace derived,
         // which beats none.
         let rank = |c: &Cell| u8::from(c.settled()) + u8::from(c.kernel_answer());
         match merged.iter_mut().find(|c| c.spec == cell.spec) {
             None => merged.push(cell.clone()),
-            Some(seen) if rank(seen) < rank(cell) => *seen = cell.clone(),
+            Some(kept) if rank(kept) < rank(cell) => *kept = cell.clone(),
             Some(_) => {}
+        }
+    }
+    for c in &mut merged {
+        if let Some(alternatives) = decides.get(c.spec.as_str()) {
+            c.state_decides = alternatives.to_vec();
+            c.seen = seen.remove(c.spec.as_str()).unwrap_or_default();
         }
     }
     merged
@@ -770,6 +831,34 @@ pub fn explain(report: &Report, cells: bool) -> String {
         }
     }
     out.push_str(&derived::describe(&report.cells, cells));
+    out.push_str(&state_decided(report));
+    out
+}
+
+/// The cells whose answer the kernel's state decides: what the source
+/// allows (expectations.txt) and what this run saw.
+fn state_decided(report: &Report) -> String {
+    let cells: Vec<&Cell> = report
+        .cells
+        .iter()
+        .filter(|c| !c.state_decides.is_empty())
+        .collect();
+    if cells.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "cells the kernel's state decides (a cache's or a list's; marked ~), {} {}: the outcomes the source allows, and those seen in this run\n",
+        report.flavor, report.kernel
+    );
+    for c in cells {
+        let _ = writeln!(
+            out,
+            "  {}: allows {}; seen {}",
+            c.spec,
+            c.state_decides.join(" | "),
+            c.seen.join(" | ")
+        );
+    }
     out
 }
 
@@ -777,7 +866,8 @@ pub fn explain(report: &Report, cells: bool) -> String {
 pub const LEGEND: &str = "legend: . clean  W invalid wait context  S sleeping in atomic  A scheduling while atomic  \
 L other lockdep report  ! warning  F allocation failed  R refused (memory too short)  ? not checked by lockdep\n\
 w s: invalid wait context / sleeping in atomic the kernel did not print (lockdep off, or the sleep check's once-a-second limit) but the module derived from the locks the cell took, by the kernel's rules\n\
-- not a cell: the call is not legal in that context (only alloc_pages_nolock(), kmalloc_nolock() and kfree_nolock() run in NMI)\n\
+~ the kernel's state (a slab cache's sheaves and slabs, kfree_rcu()'s page cache) decides between outcomes the source allows: explain lists them, and those seen\n\
+- not a cell: the call is not legal in that context (only alloc_pages_nolock(), kmalloc_nolock(), kfree_nolock() and kfree_rcu_nolock() run in NMI)\n\
 W on a !PREEMPT_RT kernel is lockdep's PROVE_RAW_LOCK_NESTING check: that lock would sleep on PREEMPT_RT (legal here)\n\
 columns: masks under each allocator (AT|NW = GFP_ATOMIC|__GFP_NOWARN, NOWARN = __GFP_NOWARN alone); rows: the atomic context\n\
 equal columns are not equal masks: each page cell is driven to zone->lock (slab: to a new slab; frees: kfree() of one\n\
@@ -801,7 +891,9 @@ pub fn diff(a: &Report, b: &Report) -> Vec<String> {
         };
         // The lock behind the first report counts where both name one
         // (outputs before the field name none).
-        let lock_differs = ca.lock != "-" && cb.lock != "-" && ca.lock != cb.lock;
+        // Not where the kernel's state picks the lock (cells marked ~).
+        let state_decides = !ca.state_decides.is_empty() || !cb.state_decides.is_empty();
+        let lock_differs = ca.lock != "-" && cb.lock != "-" && ca.lock != cb.lock && !state_decides;
         if ca.symbol() != cb.symbol() || lock_differs {
             let path = if ca.matrix {
                 String::new()
@@ -910,6 +1002,21 @@ pub fn same_answers(a: &[Cell], b: &[Cell]) -> (Vec<String>, bool) {
         match b.iter().find(|cb| cb.spec == ca.spec) {
             Some(cb) if answer(ca) == answer(cb) && ca.settled() && cb.settled() => {
                 lines.push(format!("same {}: {}", ca.spec, answer(ca)));
+            }
+            // Each run's answer is one the judge found among those the
+            // kernel's state decides between.
+            Some(cb)
+                if !ca.state_decides.is_empty()
+                    && !cb.state_decides.is_empty()
+                    && ca.settled()
+                    && cb.settled() =>
+            {
+                lines.push(format!(
+                    "same {}: {} and {}, both outcomes the kernel's state decides between",
+                    ca.spec,
+                    answer(ca),
+                    answer(cb)
+                ));
             }
             Some(cb) => {
                 all = false;
@@ -1392,5 +1499,67 @@ mod tests {
         // On the zone_lock path a kswapd wakeup is part of the answer.
         let c = Cell::parse(&LINE.replace(" kswapd_wakeups=0 ", " kswapd_wakeups=1 ")).unwrap();
         assert!(c.settled());
+    }
+
+    fn report(cells: Vec<Cell>) -> Report {
+        Report {
+            kernel: "7.3.4".into(),
+            flavor: "lockdep".into(),
+            config: BTreeMap::new(),
+            boots: 1,
+            restores: 0,
+            cells,
+            contexts: Vec::new(),
+        }
+    }
+
+    /// One output whose judge said the kernel's state decides the cell.
+    fn judged(line: &str, alternatives: &str) -> String {
+        let spec = Cell::parse(line).unwrap().spec;
+        format!("{line}\n# STATE {spec}\t{alternatives}\n")
+    }
+
+    #[test]
+    fn a_cell_the_kernels_state_decides_shows_every_answer_seen() {
+        let alternatives =
+            "invalid_wait_context,lock=&barn->lock|invalid_wait_context,lock=&n->list_lock";
+        let barn = LINE.replace(" warning=0 ", " warning=0 lock=&barn->lock ");
+        let list = LINE.replace(" warning=0 ", " warning=0 lock=&n->list_lock ");
+        // The raw output has no STATE line; its judged copy has.
+        let boots = [
+            parse_boot(&barn).unwrap(),
+            parse_boot(&judged(&barn, alternatives)).unwrap(),
+            parse_boot(&judged(&list, alternatives)).unwrap(),
+        ];
+        let merged = merge(&boots);
+        assert_eq!(merged.len(), 1);
+        let c = &merged[0];
+        assert_eq!(c.symbol(), "W~");
+        assert_eq!(c.state_decides.len(), 2);
+        assert_eq!(c.seen, vec!["W &barn->lock", "W &n->list_lock"]);
+        assert!(explain(&report(merged.clone()), false)
+            .contains("seen W &barn->lock | W &n->list_lock"));
+        // Without the judge's word, one answer is one answer.
+        let plain = merge(&[parse_boot(&barn).unwrap()]);
+        assert_eq!(plain[0].symbol(), "W");
+        assert!(plain[0].seen.is_empty());
+    }
+
+    #[test]
+    fn runs_differing_where_the_state_decides_agree_and_elsewhere_differ() {
+        let alternatives = "clean|invalid_wait_context";
+        let clean = LINE.replace(" invalid_wait_context=1 ", " invalid_wait_context=0 ");
+        let (a, b) = (
+            merge(&[parse_boot(&judged(LINE, alternatives)).unwrap()]),
+            merge(&[parse_boot(&judged(&clean, alternatives)).unwrap()]),
+        );
+        let (lines, same) = same_answers(&a, &b);
+        assert!(same, "{lines:?}");
+        let (a, b) = (
+            merge(&[parse_boot(LINE).unwrap()]),
+            merge(&[parse_boot(&clean).unwrap()]),
+        );
+        let (lines, same) = same_answers(&a, &b);
+        assert!(!same, "{lines:?}");
     }
 }
