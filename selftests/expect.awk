@@ -354,8 +354,8 @@ function check(row,    expect, nalt, alt, i, b, armed, bad, observed, pages) {
 	} else if (!armed && !(derived && "locks" in obs)) {
 		printf "retry\t%s: not checked by lockdep (disarmed before the cell)\t%s\t%d\t%s\n", name, rreason[row], row, spec
 	} else if (derived_lock()) {
-		printf "ok\t%s:%s, by the lock trace%s, as expected\t%s\t%d\t%s\t%s\n", name, observed, derived_observed(), rreason[row], row, spec, nalt > 1 ? expect : ""
+		printf "ok\t%s:%s, by the lock trace%s, as expected\t%s\t%d\t%s\t%s\n", name, observed, derived_observed(), rreason[row], row, spec, (nalt > 1 ? expect : "")
 	} else {
-		printf "ok\t%s:%s as expected\t%s\t%d\t%s\t%s\n", name, observed, rreason[row], row, spec, nalt > 1 ? expect : ""
+		printf "ok\t%s:%s as expected\t%s\t%d\t%s\t%s\n", name, observed, rreason[row], row, spec, (nalt > 1 ? expect : "")
 	}
 }
