@@ -277,10 +277,11 @@ impl Cell {
         })
     }
 
-    /// One observation's answer: its symbol, the lock behind its first
-    /// report, and the path it took where that is not the one it asked for.
+    /// One observation's answer: its symbol (in capitals: a derived `w` is
+    /// the answer of a printed `W`), the lock behind its first report, and
+    /// the path it took where that is not the one it asked for.
     pub fn outcome(&self) -> String {
-        let mut s = self.symbol();
+        let mut s = self.symbol().to_ascii_uppercase();
         let lock = if self.answered_by_trace() && self.lock == "-" {
             &self.derived_lock
         } else {
