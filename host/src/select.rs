@@ -80,8 +80,11 @@ impl Selection {
             .all(|t| value_of(spec, &t.key).is_some_and(|v| t.values.iter().any(|w| w == v)))
     }
 
-    /// Every name of the selection exists among `specs`: an unknown key
-    /// lists the keys, an unknown value the key's values.
+    /// Every key of the selection, and at least one value of each, exists
+    /// among `specs`: an unknown key lists the keys, a term none of whose
+    /// values exists the key's values. A value missing beside one that
+    /// exists is only warned about (on stderr): a row one kernel lacks
+    /// (`kfree_rcu_nolock` on 7.2) in a selection for several kernels.
     pub fn check_names<S: AsRef<str>>(&self, specs: &[S]) -> Result<(), String> {
         let keys: BTreeSet<&str> = specs
             .iter()
@@ -100,13 +103,30 @@ impl Selection {
                 .iter()
                 .filter_map(|s| value_of(s.as_ref(), &t.key))
                 .collect();
-            if let Some(bad) = t.values.iter().find(|v| !values.contains(v.as_str())) {
-                return Err(format!(
+            let missing: Vec<&String> = t
+                .values
+                .iter()
+                .filter(|v| !values.contains(v.as_str()))
+                .collect();
+            let message = |bad: &str| {
+                format!(
                     "no cell has {}={bad}: the values of {} are {}",
                     t.key,
                     t.key,
                     list(&values)
-                ));
+                )
+            };
+            match missing.first() {
+                None => {}
+                Some(bad) if missing.len() == t.values.len() => return Err(message(bad)),
+                Some(_) => {
+                    for bad in missing {
+                        eprintln!(
+                            "rgn-report: warning: {}; selecting the others",
+                            message(bad)
+                        );
+                    }
+                }
             }
         }
         Ok(())
@@ -155,6 +175,15 @@ mod tests {
         let e = s.pick(&SPECS).unwrap_err();
         assert!(e.contains("no cell has ctx=raw"), "{e}");
         assert!(e.contains("process, raw_spin_lock"), "{e}");
+    }
+
+    #[test]
+    fn a_value_missing_beside_one_that_exists_is_left_out() {
+        let s = Selection::parse("ctx=raw_spin_lock,nmi_or_typo").unwrap();
+        assert!(s.pick(&SPECS).is_ok());
+        // Every value of a term missing is an error.
+        let s = Selection::parse("ctx=typo,nmi_or_typo").unwrap();
+        assert!(s.pick(&SPECS).unwrap_err().contains("no cell has ctx=typo"));
     }
 
     #[test]
