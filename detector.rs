@@ -690,23 +690,27 @@ pub(crate) unsafe extern "C" fn lock_release_probe(
     d.on_lock_release(map);
 }
 
-/// Attaches lockdep's `lock_acquire` and `lock_release` probes, both or
-/// neither (a trace that saw acquisitions but no releases would judge
-/// against locks long released): `None` on a kernel without them
-/// (`CONFIG_LOCKDEP`). They fire on every lock operation of the system, so
-/// the module attaches them only while cells run.
+/// Attaches the probes that run only while cells run: lockdep's
+/// `lock_acquire` and `lock_release`, both or neither (a trace that saw
+/// acquisitions but no releases would judge against locks long released),
+/// and `kmalloc` (the `kfree_rcu()` rows' new sheaves): `None` on a kernel
+/// without them (`CONFIG_LOCKDEP`). They fire on every lock operation and
+/// `kmalloc()` of the system, so the module attaches them only while cells
+/// run.
 ///
 /// # Safety
 ///
 /// `detector` must outlive the returned probes.
-pub(crate) unsafe fn attach_lock_probes(detector: &Detector) -> Option<[sys::Probe; 2]> {
+pub(crate) unsafe fn attach_run_probes(detector: &Detector) -> Option<[sys::Probe; 3]> {
     let data: *const c_void = core::ptr::from_ref(detector).cast();
     let acquire: sys::LockAcquireProbeFn = lock_acquire_probe;
     let release: sys::LockReleaseProbeFn = lock_release_probe;
-    // SAFETY: Both functions have their tracepoint's probe signature; the
+    let kmalloc: sys::KmallocProbeFn = kmalloc_probe;
+    // SAFETY: Each function has its tracepoint's probe signature; the
     // caller keeps `detector` alive as long as the probes.
-    let acquire = unsafe { sys::Probe::attach(c"lock_acquire", acquire as *mut c_void, data) };
-    // SAFETY: As above.
-    let release = unsafe { sys::Probe::attach(c"lock_release", release as *mut c_void, data) };
-    Some([acquire.ok()?, release.ok()?])
+    let attach = |name, func: *mut c_void| unsafe { sys::Probe::attach(name, func, data) };
+    let acquire = attach(c"lock_acquire", acquire as *mut c_void);
+    let release = attach(c"lock_release", release as *mut c_void);
+    let kmalloc = attach(c"kmalloc", kmalloc as *mut c_void);
+    Some([acquire.ok()?, release.ok()?, kmalloc.ok()?])
 }

@@ -13,9 +13,10 @@
 //!   `rcu_free` sheaf, no empty spare and no empty sheaf in the barn
 //!   (`barn_get_empty_sheaf()` returns before its lock), and allocates one
 //!   (`alloc_empty_sheaf()`: a `kmalloc` event).
-//! - `sheaf`: one free first, on the CPU the section then runs on (both
-//!   under a `spinlock_t`, which keeps the task there): the section finds
-//!   that `rcu_free` sheaf with room.
+//! - `sheaf`: one free first (under a `spinlock_t`, which keeps the task
+//!   on its CPU): a section on that CPU finds that `rcu_free` sheaf with
+//!   room; one that migrated meanwhile says so (`migrated=1`) and runs
+//!   again.
 //! - `barn`: `(MAX_FULL_SHEAVES + 1) * capacity` frees, then
 //!   `rcu_barrier()`: each filled `rcu_free` sheaf goes to `call_rcu()`,
 //!   whose callback (`rcu_free_sheaf()`) puts the first ten into the barn
@@ -25,16 +26,44 @@
 //! - `krc` (`kvfree_call_rcu()` on PREEMPT_RT): nothing; the bulk path's
 //!   state (a page with room, a cached page, none) is the kernel's, and a
 //!   page allocated inline shows as `krc_page`.
+//!
+//! A cache with slab debugging has no sheaves (`calculate_sheaf_capacity()`
+//! returns 0): the first cell of a sheaf path learns from the kernel's
+//! events whether a free allocates an `rcu_free` sheaf after `reset()`,
+//! and without sheaves the sheaf paths answer `unsettled=no_sheaves`.
+//!
+//! The headless form, when it finds no page of pointers, allocates one
+//! with `GFP_KERNEL` inside the section, and if that fails waits for a
+//! grace period there (`synchronize_rcu()`): a real sleep in an atomic
+//! section. Its cells run only where `memory_allows()` (runner.rs) finds
+//! the headroom that keeps `GFP_KERNEL` off direct reclaim.
 
 use crate::runner::{CellResult, Outcome, State};
 use crate::spec::{AllocCell, Cell, Path};
-use crate::tables::{AllocatorDef, ALLOCATORS};
-use crate::{locktrace::LockRecord, sys};
-use kernel::{alloc::KVVec, prelude::*, sync::atomic::Relaxed};
+use crate::sys;
+use crate::tables::{context_index, AllocatorDef, ALLOCATORS};
+use kernel::{
+    alloc::KVVec,
+    prelude::*,
+    sync::atomic::{Atomic, Relaxed},
+};
 
-/// A sheaf path cell that took another sheaf path than the one set up:
-/// not an answer for its path; it runs again.
+/// A sheaf path cell that took another path than the one set up (another
+/// sheaf path, or the bulk path after the sheaves failed): not an answer
+/// for its path; it runs again.
 pub(crate) const PATH_NOT_REACHED: &str = "path_not_reached";
+/// A sheaf path on a cache without sheaves (slab debugging): no answer.
+const NO_SHEAVES: &str = "no_sheaves";
+
+/// Whether the private cache has sheaves: `UNKNOWN` until a sheaf path's
+/// first cell has looked (`State::cache_has_sheaves`).
+static SHEAVES: Atomic<u32> = Atomic::new(UNKNOWN);
+const UNKNOWN: u32 = 0;
+const HAS_SHEAVES: u32 = 1;
+const NO_SHEAVES_SEEN: u32 = 2;
+
+/// The paths on which `__kfree_rcu_sheaf()` serves the free.
+const SHEAF_PATHS: [Path; 3] = [Path::Sheaf, Path::Barn, Path::NewSheaf];
 
 /// Lockdep's names of the maps that tell the paths apart (as the lock
 /// trace records them, names of 7.2 and 7.3): the wait-type override
@@ -67,7 +96,13 @@ fn setup_frees(path: Path) -> usize {
 /// sheaf takes it again after the allocation (`__kfree_rcu_sheaf()`), and
 /// the allocation shows as a `kmalloc` event too, except through
 /// `kmalloc_nolock()`, which has none.
-fn path_taken(locks: &LockRecord, n: u32, kmallocs: u64, page_allocs: u64) -> &'static str {
+fn path_taken(r: &CellResult, n: u32, kmallocs: u64) -> &'static str {
+    // Without the lock trace nothing below is known: no absence proves
+    // anything.
+    if !r.traced {
+        return "unseen";
+    }
+    let (locks, page_allocs) = (&r.locks, r.page_events);
     let takes = |map: &[u8]| -> u32 {
         let seen = locks.seen.iter().filter(|l| names(l.name.as_bytes(), map));
         seen.map(|l| l.count).sum()
@@ -106,17 +141,61 @@ fn take(objects: &mut KVVec<sys::Allocation>, n: usize) -> Result {
     Ok(())
 }
 
+/// The call a setup frees with: the row's own, or `kfree_rcu()` for the
+/// headless form (whose `might_sleep()` would report under the setup's
+/// lock); the same sheaves take both.
+fn setup_free(def: &AllocatorDef) -> fn(sys::Allocation) {
+    if def.might_sleep {
+        sys::rcu::kfree_rcu
+    } else {
+        def.free
+    }
+}
+
 impl State {
+    /// Whether the private cache has sheaves, learnt once: after `reset()`,
+    /// one free in process context must allocate an `rcu_free` sheaf
+    /// (`path_taken()` names it `new_sheaf`). `None` where the kernel shows
+    /// nothing (no lock trace).
+    fn cache_has_sheaves(&self, cell: AllocCell) -> Result<Option<bool>> {
+        match SHEAVES.load(Relaxed) {
+            HAS_SHEAVES => return Ok(Some(true)),
+            NO_SHEAVES_SEEN => return Ok(Some(false)),
+            _ => {}
+        }
+        let Some(process) = context_index("process") else {
+            return Ok(None);
+        };
+        let mut object = KVVec::new();
+        take(&mut object, 1)?;
+        sys::rcu::reset();
+        let free = setup_free(&ALLOCATORS[cell.alloc]);
+        // Observed as a cell is, never recorded as one.
+        let mut r = CellResult::new(Cell::Alloc(cell), Outcome::Ran);
+        self.observe_section(&mut r, process, &mut || {
+            if let Some(o) = object.pop() {
+                free(o);
+            }
+        });
+        let kmallocs = self.detector.kmallocs.load(Relaxed);
+        r.page_events = self.detector.page_allocs.load(Relaxed);
+        self.end_observation(&mut r);
+        if !r.traced {
+            return Ok(None);
+        }
+        let has = path_taken(&r, 1, kmallocs) == "new_sheaf";
+        SHEAVES.store(if has { HAS_SHEAVES } else { NO_SHEAVES_SEEN }, Relaxed);
+        if !has {
+            pr_warn!("the kfree_rcu() rows' cache has no sheaves (slab debugging?): their sheaf paths answer unsettled=no_sheaves\n");
+        }
+        Ok(Some(has))
+    }
+
     /// Frees `setup` before the section: under the module's `spinlock_t`
     /// (a legal context for every row's free, which keeps the task on its
-    /// CPU), with the row's own call, or `kfree_rcu()` for the headless form
-    /// (whose `might_sleep()` would report there). Returns that CPU.
+    /// CPU), with `setup_free()`. Returns that CPU.
     fn set_up(&self, def: &AllocatorDef, path: Path, setup: &mut KVVec<sys::Allocation>) -> u32 {
-        let free = if def.might_sleep {
-            sys::rcu::kfree_rcu
-        } else {
-            def.free
-        };
+        let free = setup_free(def);
         let guard = self.locks.spin.lock();
         while let Some(object) = setup.pop() {
             free(object);
@@ -138,6 +217,11 @@ impl State {
         objects: &mut KVVec<sys::Allocation>,
     ) -> Result<CellResult> {
         let def = &ALLOCATORS[cell.alloc];
+        if SHEAF_PATHS.contains(&cell.path) && self.cache_has_sheaves(cell)? == Some(false) {
+            let mut r = CellResult::new(Cell::Alloc(cell), Outcome::Ran);
+            r.unsettled = Some(NO_SHEAVES);
+            return Ok(r);
+        }
         let mut setup = KVVec::new();
         take(&mut setup, setup_frees(cell.path))?;
         take(objects, cell.n as usize)?;
@@ -160,14 +244,17 @@ impl State {
         r.page_events = detector.page_allocs.load(Relaxed);
         self.end_observation(&mut r);
         r.iterations = freed;
-        r.path = path_taken(&r.locks, freed, kmallocs, r.page_events);
+        r.path = path_taken(&r, freed, kmallocs);
         // The sheaf set up is this CPU's only; the barn is the node's.
         r.migrated = cell.path == Path::Sheaf && freed_on != setup_cpu;
-        let sheaf_paths = [Path::Sheaf, Path::Barn, Path::NewSheaf];
-        let other_sheaf_path = sheaf_paths
-            .iter()
-            .any(|p| p.name() == r.path && *p != cell.path);
-        if sheaf_paths.contains(&cell.path) && other_sheaf_path {
+        // Another sheaf path, or the bulk path the sheaves fell back to: the
+        // setup did not hold. A free the context defers (`deferred`) is the
+        // kernel's answer there, and judged.
+        let missed = ["sheaf", "barn", "new_sheaf", "krc", "krc_page"];
+        if SHEAF_PATHS.contains(&cell.path)
+            && r.path != cell.path.name()
+            && missed.contains(&r.path)
+        {
             r.unsettled = r.unsettled.or(Some(PATH_NOT_REACHED));
         }
         Ok(r)

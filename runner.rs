@@ -504,7 +504,7 @@ impl State {
     pub(crate) fn with_lock_probes<R>(&self, f: impl FnOnce() -> R) -> R {
         let probes = if self.lock_trace.load(Relaxed) {
             // SAFETY: The probes are dropped below, while `self` lives.
-            unsafe { crate::detector::attach_lock_probes(&self.detector) }
+            unsafe { crate::detector::attach_run_probes(&self.detector) }
         } else {
             None
         };

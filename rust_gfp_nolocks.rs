@@ -148,13 +148,12 @@ impl GfpNoLocks {
         let pcpu_drain: sys::PcpuDrainProbeFn = detector::pcpu_drain_probe;
         let page_alloc: sys::PageAllocProbeFn = detector::page_alloc_probe;
         let page_free: sys::PageFreeProbeFn = detector::page_free_probe;
-        let kmalloc: sys::KmallocProbeFn = detector::kmalloc_probe;
         let attach = |name: &'static CStr, func: *mut c_void| {
             // SAFETY: Each probe below has its tracepoint's signature, and
             // `detector` outlives the probes (field order in `GfpNoLocks`).
             unsafe { sys::Probe::attach(name, func, detector) }
         };
-        let needed: [(&CStr, *mut c_void); 8] = [
+        let needed: [(&CStr, *mut c_void); 7] = [
             (c"console", console as *mut c_void),
             (c"mm_page_alloc_zone_locked", zone_locked as *mut c_void),
             (c"mm_page_alloc_extfrag", extfrag as *mut c_void),
@@ -162,7 +161,6 @@ impl GfpNoLocks {
             (c"mm_page_pcpu_drain", pcpu_drain as *mut c_void),
             (c"mm_page_alloc", page_alloc as *mut c_void),
             (c"mm_page_free", page_free as *mut c_void),
-            (c"kmalloc", kmalloc as *mut c_void),
         ];
         let mut probes = KVec::with_capacity(needed.len(), GFP_KERNEL)?;
         for (name, func) in needed {
@@ -174,7 +172,7 @@ impl GfpNoLocks {
         // Attached while cells run (`State::with_lock_probes`); here only
         // to learn whether the kernel has them.
         // SAFETY: The probes are dropped at once, while `state` lives.
-        match unsafe { detector::attach_lock_probes(&state.detector) } {
+        match unsafe { detector::attach_run_probes(&state.detector) } {
             Some(_) => state.lock_trace.store(true, Relaxed),
             None => pr_warn!("no lock_acquire/lock_release tracepoints (the kernel needs CONFIG_LOCKDEP): results have no lock trace and no verdicts from it\n"),
         }

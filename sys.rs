@@ -174,8 +174,9 @@ pub(crate) struct Allocation {
 }
 
 // SAFETY: An `Allocation` owns its memory exclusively, and the kernel's free
-// functions (`free_pages()`, `__free_pages()`, `kfree()`, `kfree_nolock()`)
-// may run on any task and CPU, not only the allocating one.
+// functions (`free_pages()`, `__free_pages()`, `kfree()`, `kfree_nolock()`,
+// `kmem_cache_free()`, and the `kfree_rcu()` calls that hand an object to
+// RCU) may run on any task and CPU, not only the allocating one.
 unsafe impl Send for Allocation {}
 
 impl Drop for Allocation {

@@ -523,17 +523,26 @@ judge_derived() {
 }
 
 # phase_cells SOURCE: SOURCE is "all", "all:K/N" or a file of specs.
+# The rows a kernel may lack (expected_cases says when): a spec of one of
+# them that this kernel has no row for is skipped; any other name goes to
+# the module, which refuses a typo.
+OPTIONAL_ROWS="alloc_pages_nolock kmalloc_nolock kfree_nolock kfree_rcu_nolock kmalloc kfree kfree_rcu kvfree_rcu_mightsleep"
+
 # spec_file FILE: the specs of FILE this kernel runs: comments and blank
 # lines dropped, a line "FLAVOR: SPEC" kept for that flavor only (a path
-# one flavor lacks), and a spec of an allocator this kernel has no row for
+# one flavor lacks), and a spec of an optional row this kernel lacks
 # dropped (kfree_rcu_nolock before 7.3: phase cases checks, independently,
 # which rows the kernel should have).
 spec_file() {
-	awk -v flavor="$FLAVOR" -v cases="$DEBUGFS/cases" '
+	awk -v flavor="$FLAVOR" -v cases="$DEBUGFS/cases" -v optional="$OPTIONAL_ROWS" '
 		BEGIN {
 			while ((getline line < cases) > 0)
 				if (match(line, /alloc=[^ ]+/))
 					row[substr(line, RSTART + 6, RLENGTH - 6)] = 1
+			n = split(optional, names, " ")
+			for (i = 1; i <= n; i++)
+				if (!(names[i] in row))
+					lacks[names[i]] = 1
 		}
 		/^[ \t]*(#|$)/ { next }
 		/^[a-z]+: / {
@@ -541,7 +550,7 @@ spec_file() {
 				next
 			sub(/^[a-z]+: /, "")
 		}
-		match($0, /alloc=[^ ]+/) && !(substr($0, RSTART + 6, RLENGTH - 6) in row) { next }
+		match($0, /alloc=[^ ]+/) && (substr($0, RSTART + 6, RLENGTH - 6) in lacks) { next }
 		{ print }
 	' "$1"
 }
@@ -964,6 +973,38 @@ check_rmmod_during_run() {
 	fi
 }
 
+# Every object the kfree_rcu() rows handed to RCU is freed by the time the
+# module is gone: its cache's kmem_cache_destroy() waits for them and warns
+# ("Slab cache still has objects") if one is still allocated.
+check_rcu_unload() {
+	grep -q ' alloc=kfree_rcu ' "$DEBUGFS/cases" 2>/dev/null || load_module
+	if ! grep -q ' alloc=kfree_rcu ' "$DEBUGFS/cases"; then
+		pass "kfree_rcu() rows: none on this kernel, no cache to check at unload"
+		return
+	fi
+	echo "rgn: rcu unload begin" >/dev/kmsg
+	# Every row in process context, and the two-argument forms under a raw
+	# lock and in hard irq too (the headless form's sleep report there is
+	# not what this checks).
+	grep ' alloc=k[v]*free_rcu' "$DEBUGFS/cases" |
+		grep '^ctx=process \|^ctx=\(raw_spin_lock\|hardirq\) alloc=kfree_rcu' |
+		while IFS= read -r spec; do
+			echo "$spec" >"$DEBUGFS/run" 2>/dev/null || true
+		done
+	ran=$(grep -c ' alloc=k[v]*free_rcu' "$DEBUGFS/results")
+	rmmod rust_gfp_nolocks
+	log=$(dmesg | sed -n '/rgn: rcu unload begin/,$p')
+	if module_loaded; then
+		fail "kfree_rcu() objects at unload: the module is still loaded"
+	elif [ "$ran" -eq 0 ]; then
+		fail "kfree_rcu() objects at unload: no kfree_rcu() cell ran"
+	elif printf '%s\n' "$log" | grep -q 'still has objects\|WARNING:\|BUG:.*rust_gfp_nolocks_rcu'; then
+		fail "kfree_rcu() objects at unload: the kernel warned after $ran cells: $(printf '%s\n' "$log" | grep -m1 'still has objects\|WARNING:')"
+	else
+		pass "kfree_rcu() objects at unload: $ran cells handed objects to RCU, the cache was destroyed without a warning (no object left)"
+	fi
+}
+
 # reset clears the results and every counter, unattributed included: the
 # interrupt control leaves one unattributed report behind first.
 check_reset() {
@@ -987,6 +1028,7 @@ check_reset() {
 }
 
 phase_robust() {
+	check_rcu_unload
 	check_reset
 	check_two_writers
 	check_rmmod_during_run

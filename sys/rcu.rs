@@ -29,10 +29,11 @@ use kernel::{
 pub(crate) const OBJECT_SIZE: u32 = 64;
 
 /// The capacity the cache asks for. `calculate_sheaf_capacity()` (7.2 and
-/// 7.3) gives a 64-byte cache 60 (its `size < 256` case, 32 + 60 * 8 bytes
-/// exactly a `kmalloc-512` sheaf) and returns the larger of that and the
-/// asked capacity: 64, a number the setups count with. A wrong count shows:
-/// each cell names the path it took from the kernel's events.
+/// 7.3) computes 60 for a 64-byte cache (its `size < 256` case: 32 + 60 * 8
+/// bytes fill a `kmalloc-512` sheaf exactly) and returns the larger of that
+/// and the asked capacity: 64 (a 544-byte sheaf, from `kmalloc-1k`), a
+/// number the setups count with. A wrong count shows: each cell names the
+/// path it took from the kernel's events.
 pub(crate) const SHEAF_CAPACITY: u32 = 64;
 
 /// `MAX_FULL_SHEAVES` (`mm/slub.c`, 7.2 and 7.3): past this many full

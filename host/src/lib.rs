@@ -302,7 +302,8 @@ impl Cell {
     pub fn settled(&self) -> bool {
         (self.lockdep_armed || self.answered_by_trace())
             && self.unsettled == "-"
-            && !(self.requested_path == "pcp" && (self.migrated || self.kswapd_wakeups > 0))
+            && !self.migrated
+            && !(self.requested_path == "pcp" && self.kswapd_wakeups > 0)
     }
 
     fn report(&self, kind: &str) -> u64 {
@@ -895,7 +896,9 @@ pub fn diff(a: &Report, b: &Report) -> Vec<String> {
         // Not where the kernel's state picks the lock (cells marked ~).
         let state_decides = !ca.state_decides.is_empty() || !cb.state_decides.is_empty();
         let lock_differs = ca.lock != "-" && cb.lock != "-" && ca.lock != cb.lock && !state_decides;
-        if ca.symbol() != cb.symbol() || lock_differs {
+        // `~` says the kernel's state decides; the answer is the rest.
+        let answer_of = |c: &Cell| c.symbol().replace('~', "");
+        if answer_of(ca) != answer_of(cb) || lock_differs {
             let path = if ca.matrix {
                 String::new()
             } else {
@@ -999,7 +1002,10 @@ pub fn same_answers(a: &[Cell], b: &[Cell]) -> (Vec<String>, bool) {
     for ca in a {
         // The answer, whichever evidence gave it: a lock-derived `w` is the
         // same answer as lockdep's `W`.
-        let answer = |c: &Cell| format!("{} {}", c.symbol().to_ascii_uppercase(), c.path);
+        let answer = |c: &Cell| {
+            let symbol = c.symbol().replace('~', "").to_ascii_uppercase();
+            format!("{symbol} {}", c.path)
+        };
         match b.iter().find(|cb| cb.spec == ca.spec) {
             Some(cb) if answer(ca) == answer(cb) && ca.settled() && cb.settled() => {
                 lines.push(format!("same {}: {}", ca.spec, answer(ca)));
