@@ -5,9 +5,10 @@
 //! section took, named from the kernel's events (the lock trace,
 //! `kmalloc`, `mm_page_alloc`), never from the setup.
 //!
-//! The setups, from `__kfree_rcu_sheaf()` (`mm/slub.c`, 7.2 and 7.3),
-//! each after `sys::rcu::reset()` (no `rcu_free` or spare sheaf on any CPU,
-//! the barn empty), with the objects allocated before the reset:
+//! The setups of the sheaf paths, from `__kfree_rcu_sheaf()`
+//! (`mm/slub.c`, 7.2 and 7.3), each after `sys::rcu::reset()` (no
+//! `rcu_free` or spare sheaf on any CPU, the barn empty), with the objects
+//! allocated before the reset:
 //!
 //! - `new_sheaf`: nothing more. The section's first free finds no
 //!   `rcu_free` sheaf, no empty spare and no empty sheaf in the barn
@@ -225,7 +226,11 @@ impl State {
         let mut setup = KVVec::new();
         take(&mut setup, setup_frees(cell.path))?;
         take(objects, cell.n as usize)?;
-        sys::rcu::reset();
+        // The bulk path does not look at the sheaves: no reset (an RCU grace
+        // period and a flush on every CPU) for it.
+        if cell.path != Path::Krc {
+            sys::rcu::reset();
+        }
         let setup_cpu = self.set_up(def, cell.path, &mut setup);
         let mut r = CellResult::new(Cell::Alloc(cell), Outcome::Ran);
         r.allocated = objects.len() as u32;
