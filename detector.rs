@@ -170,6 +170,9 @@ pub(crate) struct Detector {
     /// Slab objects the cell's body got from `kmalloc()` and friends
     /// (`kmalloc`): for a `kfree_rcu()` row, a new sheaf.
     pub(crate) kmallocs: Atomic<u64>,
+    /// High-resolution timers the cell's body started (`hrtimer_start`):
+    /// for a `kfree_rcu()` row on the bulk path, the page cache's refill.
+    pub(crate) hrtimer_starts: Atomic<u64>,
     after_rule: Atomic<bool>,
     /// `jiffies` of the last "sleeping function called" report, from any task:
     /// `__might_resched()` prints at most once per HZ, system-wide.
@@ -225,6 +228,7 @@ impl Detector {
             page_allocs: Atomic::new(0),
             page_frees: Atomic::new(0),
             kmallocs: Atomic::new(0),
+            hrtimer_starts: Atomic::new(0),
             after_rule: Atomic::new(false),
             last_sleep_report: Atomic::new(sys::jiffies()),
             unattributed: Atomic::new(0),
@@ -394,6 +398,7 @@ impl Detector {
         self.page_allocs.store(0, Relaxed);
         self.page_frees.store(0, Relaxed);
         self.kmallocs.store(0, Relaxed);
+        self.hrtimer_starts.store(0, Relaxed);
         self.capture.store(capture::IDLE, Relaxed);
         self.sleep_report.store(0, Relaxed);
         self.lock.clear();
@@ -652,6 +657,23 @@ pub(crate) unsafe extern "C" fn kmalloc_probe(
     }
 }
 
+/// Probe on `hrtimer_start`, which fires for every high-resolution timer
+/// started (`hrtimer_start_range_ns()`).
+///
+/// # Safety
+///
+/// `data` as in [`detector`].
+pub(crate) unsafe extern "C" fn hrtimer_start_probe(
+    data: *mut c_void,
+    _timer: *mut bindings::hrtimer,
+    _mode: c_uint,
+    _was_armed: bool,
+) {
+    // SAFETY: `data` is the registered `Detector`.
+    let d = unsafe { detector(data) };
+    d.on_event(&d.hrtimer_starts);
+}
+
 /// Probe on `lock_acquire`, which `lock_acquire()` fires before it looks
 /// at `debug_locks`: every acquisition, armed or not.
 ///
@@ -693,7 +715,8 @@ pub(crate) unsafe extern "C" fn lock_release_probe(
 /// Attaches the probes that run only while cells run: lockdep's
 /// `lock_acquire` and `lock_release`, both or neither (a trace that saw
 /// acquisitions but no releases would judge against locks long released),
-/// and `kmalloc` (the `kfree_rcu()` rows' new sheaves): `None` on a kernel
+/// `kmalloc` (the `kfree_rcu()` rows' new sheaves) and `hrtimer_start`
+/// (their bulk path's page-cache refill): `None` on a kernel
 /// without them (`CONFIG_LOCKDEP`). They fire on every lock operation and
 /// `kmalloc()` of the system, so the module attaches them only while cells
 /// run.
@@ -701,16 +724,18 @@ pub(crate) unsafe extern "C" fn lock_release_probe(
 /// # Safety
 ///
 /// `detector` must outlive the returned probes.
-pub(crate) unsafe fn attach_run_probes(detector: &Detector) -> Option<[sys::Probe; 3]> {
+pub(crate) unsafe fn attach_run_probes(detector: &Detector) -> Option<[sys::Probe; 4]> {
     let data: *const c_void = core::ptr::from_ref(detector).cast();
     let acquire: sys::LockAcquireProbeFn = lock_acquire_probe;
     let release: sys::LockReleaseProbeFn = lock_release_probe;
     let kmalloc: sys::KmallocProbeFn = kmalloc_probe;
+    let hrtimer: sys::HrtimerStartProbeFn = hrtimer_start_probe;
     // SAFETY: Each function has its tracepoint's probe signature; the
     // caller keeps `detector` alive as long as the probes.
     let attach = |name, func: *mut c_void| unsafe { sys::Probe::attach(name, func, data) };
     let acquire = attach(c"lock_acquire", acquire as *mut c_void);
     let release = attach(c"lock_release", release as *mut c_void);
     let kmalloc = attach(c"kmalloc", kmalloc as *mut c_void);
-    Some([acquire.ok()?, release.ok()?, kmalloc.ok()?])
+    let hrtimer = attach(c"hrtimer_start", hrtimer as *mut c_void);
+    Some([acquire.ok()?, release.ok()?, kmalloc.ok()?, hrtimer.ok()?])
 }

@@ -25,8 +25,15 @@
 //!   and puts it in empty. The section's first free finds no `rcu_free` or
 //!   spare sheaf and takes the barn's empty one under `barn->lock`.
 //! - `krc` (`kvfree_call_rcu()` on PREEMPT_RT): nothing; the bulk path's
-//!   state (a page with room, a cached page, none) is the kernel's, and a
-//!   page allocated inline shows as `krc_page`.
+//!   state (a page with room, a cached page, none) is the kernel's: a page
+//!   allocated inline shows as `krc_page`, the refill kicked (the cache
+//!   found empty by the two-argument form) as `krc_empty`.
+//! - `krc_empty`: frees in the section until the page cache ran empty
+//!   (each page holds 509 pointers, the cache up to 5 pages).
+//!   `kvfree_call_rcu()` then allocates a page inline for the headless form
+//!   (`mm_page_alloc`: `krc_page`) and, for the two-argument form, queues
+//!   the object on its `rcu_head` list and starts the refill's hrtimer
+//!   (`run_page_cache_worker()`, `hrtimer_start`: `krc_empty`).
 //!
 //! A cache with slab debugging has no sheaves (`calculate_sheaf_capacity()`
 //! returns 0): the first cell of a sheaf path learns from the kernel's
@@ -93,11 +100,12 @@ fn setup_frees(path: Path) -> usize {
 }
 
 /// The path a section of `n` frees took, from what the kernel showed of
-/// it. Each free takes the sheaves' trylock once; a free that allocated a
+/// it (the lock trace, and the `kmalloc` and `hrtimer_start` events of its
+/// context). Each free takes the sheaves' trylock once; a free that allocated a
 /// sheaf takes it again after the allocation (`__kfree_rcu_sheaf()`), and
 /// the allocation shows as a `kmalloc` event too, except through
 /// `kmalloc_nolock()`, which has none.
-fn path_taken(r: &CellResult, n: u32, kmallocs: u64) -> &'static str {
+fn path_taken(r: &CellResult, n: u32, (kmallocs, hrtimers): (u64, u64)) -> &'static str {
     // Without the lock trace nothing below is known: no absence proves
     // anything.
     if !r.traced {
@@ -109,8 +117,13 @@ fn path_taken(r: &CellResult, n: u32, kmallocs: u64) -> &'static str {
         seen.map(|l| l.count).sum()
     };
     if takes(KRC_LOCK) > 0 {
+        // The page cache was empty: the headless form allocated a page
+        // inline, the two-argument form kicked the refill's hrtimer
+        // (run_page_cache_worker(); unless a refill was already running).
         if page_allocs > 0 {
             "krc_page"
+        } else if hrtimers > 0 {
+            "krc_empty"
         } else {
             "krc"
         }
@@ -184,7 +197,7 @@ impl State {
         if !r.traced {
             return Ok(None);
         }
-        let has = path_taken(&r, 1, kmallocs) == "new_sheaf";
+        let has = path_taken(&r, 1, (kmallocs, 0)) == "new_sheaf";
         SHEAVES.store(if has { HAS_SHEAVES } else { NO_SHEAVES_SEEN }, Relaxed);
         if !has {
             pr_warn!("the kfree_rcu() rows' cache has no sheaves (slab debugging?): their sheaf paths answer unsettled=no_sheaves\n");
@@ -228,7 +241,7 @@ impl State {
         take(objects, cell.n as usize)?;
         // The bulk path does not look at the sheaves: no reset (an RCU grace
         // period and a flush on every CPU) for it.
-        if cell.path != Path::Krc {
+        if SHEAF_PATHS.contains(&cell.path) {
             sys::rcu::reset();
         }
         let setup_cpu = self.set_up(def, cell.path, &mut setup);
@@ -237,19 +250,30 @@ impl State {
         r.calls_might_sleep = def.might_sleep;
         let mut freed = 0u32;
         let mut freed_on = setup_cpu;
+        let detector = &self.detector;
+        // path=krc_empty frees until the page cache was found empty.
+        let emptied =
+            || detector.page_allocs.load(Relaxed) > 0 || detector.hrtimer_starts.load(Relaxed) > 0;
         self.observe_section(&mut r, cell.ctx, &mut || {
             freed_on = sys::current_cpu();
             while let Some(object) = objects.pop() {
                 (def.free)(object);
                 freed += 1;
+                if cell.path == Path::KrcEmpty && emptied() {
+                    break;
+                }
             }
         });
-        let detector = &self.detector;
-        let kmallocs = detector.kmallocs.load(Relaxed);
+        let events = (
+            detector.kmallocs.load(Relaxed),
+            detector.hrtimer_starts.load(Relaxed),
+        );
         r.page_events = detector.page_allocs.load(Relaxed);
         self.end_observation(&mut r);
+        // What the section did not free, freed as allocated (kmem_cache_free()).
+        objects.clear();
         r.iterations = freed;
-        r.path = path_taken(&r, freed, kmallocs);
+        r.path = path_taken(&r, freed, events);
         // The sheaf set up is this CPU's only; the barn is the node's.
         r.migrated = cell.path == Path::Sheaf && freed_on != setup_cpu;
         // Another sheaf path, or the bulk path the sheaves fell back to: the
@@ -260,6 +284,11 @@ impl State {
             && r.path != cell.path.name()
             && missed.contains(&r.path)
         {
+            r.unsettled = r.unsettled.or(Some(PATH_NOT_REACHED));
+        }
+        // The cache never ran empty within n (a refill already running
+        // kicks no timer): run again.
+        if cell.path == Path::KrcEmpty && !matches!(r.path, "krc_empty" | "krc_page") {
             r.unsettled = r.unsettled.or(Some(PATH_NOT_REACHED));
         }
         Ok(r)

@@ -38,6 +38,10 @@ pub(crate) enum Path {
     /// The bulk path of `kvfree_call_rcu()` (PREEMPT_RT): `krc.lock`, a
     /// page of pointers, or for the headless form a page allocated inline.
     Krc,
+    /// The bulk path driven until its page cache ran empty: free until the
+    /// headless form allocated a page inline (`mm_page_alloc`), or the
+    /// two-argument form kicked the cache's refill (`hrtimer_start`).
+    KrcEmpty,
 }
 
 impl Path {
@@ -51,10 +55,11 @@ impl Path {
             Path::Barn => "barn",
             Path::NewSheaf => "new_sheaf",
             Path::Krc => "krc",
+            Path::KrcEmpty => "krc_empty",
         }
     }
 
-    pub(crate) const ALL: [Path; 8] = [
+    pub(crate) const ALL: [Path; 9] = [
         Path::ZoneLock,
         Path::Pcp,
         Path::Slowpath,
@@ -63,6 +68,7 @@ impl Path {
         Path::Barn,
         Path::NewSheaf,
         Path::Krc,
+        Path::KrcEmpty,
     ];
 }
 
@@ -111,6 +117,11 @@ const DEFAULT_NEW_SLAB_ITERATIONS: u32 = 4096;
 const DEFAULT_SLOWPATH_ITERATIONS: u32 = 1;
 /// A `kfree_rcu()` cell frees one object: the path is its first free's.
 const DEFAULT_RCU_ITERATIONS: u32 = 1;
+/// Most frees a `path=krc_empty` cell makes: each page of pointers holds
+/// 509 (`KVFREE_BULK_MAX_ENTR`), and the cache keeps up to 5
+/// (`rcu_min_cached_objs`) besides the page in use, so the cache runs
+/// empty within about 3000.
+const DEFAULT_KRC_EMPTY_ITERATIONS: u32 = 8192;
 /// Most a `kfree_rcu()` cell on a sheaf path frees: the sheaf its first
 /// free found or made keeps room for the rest (no flush in the section).
 #[cfg(have_slab_rows)]
@@ -373,7 +384,8 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
             def.name, SLAB_PCP_ITERATIONS
         )));
     }
-    if def.rcu && path != Path::Krc && n.is_some_and(|n| n > MAX_RCU_SHEAF_ITERATIONS) {
+    let bulk = matches!(path, Path::Krc | Path::KrcEmpty);
+    if def.rcu && !bulk && n.is_some_and(|n| n > MAX_RCU_SHEAF_ITERATIONS) {
         return Err(bad(format_args!(
             "{} with path={} takes n up to {}: more would fill the sheaf and flush it",
             def.name,
@@ -399,6 +411,7 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
 /// The `n` of a cell that gives none, and of the matrix's cells.
 fn default_iterations(def: &AllocatorDef, path: Path, order: u32) -> u32 {
     match path {
+        Path::KrcEmpty => DEFAULT_KRC_EMPTY_ITERATIONS,
         _ if def.rcu => DEFAULT_RCU_ITERATIONS,
         Path::Sheaf | Path::Barn | Path::NewSheaf | Path::Krc => DEFAULT_RCU_ITERATIONS,
         Path::Pcp if def.slab => SLAB_PCP_ITERATIONS,

@@ -1116,6 +1116,9 @@ pub(crate) type KmallocProbeFn = unsafe extern "C" fn(
     bindings::gfp_t,
     c_int,
 );
+/// `hrtimer_start(hrtimer, mode, was_armed)`.
+pub(crate) type HrtimerStartProbeFn =
+    unsafe extern "C" fn(*mut c_void, *mut bindings::hrtimer, c_uint, bool);
 /// `mm_page_free(page, order)`.
 pub(crate) type PageFreeProbeFn = unsafe extern "C" fn(*mut c_void, *mut bindings::page, c_uint);
 pub(crate) type WakeupKswapdProbeFn =

@@ -195,7 +195,7 @@ const RCU_SHEAF_PATHS: &[Path] = &[Path::Barn, Path::Sheaf, Path::NewSheaf];
 /// PREEMPT_RT's `kvfree_call_rcu()` skips the sheaves for the `krc` bulk
 /// path (`kfree_call_rcu_nolock()` does not).
 #[cfg_attr(not(have_slab_rows), allow(dead_code))]
-const RCU_BULK_PATHS: &[Path] = &[Path::Krc];
+const RCU_BULK_PATHS: &[Path] = &[Path::Krc, Path::KrcEmpty];
 
 fn free_now(allocation: sys::Allocation) {
     drop(allocation)

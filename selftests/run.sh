@@ -273,7 +273,7 @@ phase_badinput() {
 		bad "kfree_rcu() path on a page row" "ctx=process alloc=get_free_page gfp=0 path=barn" "takes no path=barn"
 		bad "kfree_rcu() row above order 0" "ctx=process alloc=kfree_rcu gfp=0 order=1" "order 0 only"
 		if [ "$rcu_path" = krc ]; then
-			bad "sheaf path where kvfree_call_rcu() skips the sheaves" "ctx=process alloc=kfree_rcu gfp=0 path=sheaf" "takes no path=sheaf (its paths: krc)"
+			bad "sheaf path where kvfree_call_rcu() skips the sheaves" "ctx=process alloc=kfree_rcu gfp=0 path=sheaf" "takes no path=sheaf (its paths: krc, krc_empty)"
 		else
 			bad "sheaf path past the sheaf's room" "ctx=process alloc=kfree_rcu gfp=0 path=sheaf n=33" "n up to 32"
 			bad "bulk path where the sheaves come first" "ctx=process alloc=kfree_rcu gfp=0 path=krc" "takes no path=krc (its paths: barn, sheaf, new_sheaf)"
