@@ -658,7 +658,10 @@ pub(crate) unsafe extern "C" fn kmalloc_probe(
 }
 
 /// Probe on `hrtimer_start`, which fires for every high-resolution timer
-/// started (`hrtimer_start_range_ns()`).
+/// started (`hrtimer_start_range_ns()`). Counted: a relative timer not
+/// already queued, as `run_page_cache_worker()` starts its own
+/// (`HRTIMER_MODE_REL`); the scheduler's timers that may start on the
+/// cell's task (hrtick, a deadline server's) are absolute and hard.
 ///
 /// # Safety
 ///
@@ -666,12 +669,14 @@ pub(crate) unsafe extern "C" fn kmalloc_probe(
 pub(crate) unsafe extern "C" fn hrtimer_start_probe(
     data: *mut c_void,
     _timer: *mut bindings::hrtimer,
-    _mode: c_uint,
-    _was_armed: bool,
+    mode: c_uint,
+    was_armed: bool,
 ) {
     // SAFETY: `data` is the registered `Detector`.
     let d = unsafe { detector(data) };
-    d.on_event(&d.hrtimer_starts);
+    if mode == bindings::hrtimer_mode_HRTIMER_MODE_REL && !was_armed {
+        d.on_event(&d.hrtimer_starts);
+    }
 }
 
 /// Probe on `lock_acquire`, which `lock_acquire()` fires before it looks

@@ -3,7 +3,7 @@
 //! The `kfree_rcu()` rows' cells: the private cache's sheaves set up for
 //! the path the cell asks for, before its section, and the path the
 //! section took, named from the kernel's events (the lock trace,
-//! `kmalloc`, `mm_page_alloc`), never from the setup.
+//! `kmalloc`, `mm_page_alloc`, `hrtimer_start`), never from the setup.
 //!
 //! The setups of the sheaf paths, from `__kfree_rcu_sheaf()`
 //! (`mm/slub.c`, 7.2 and 7.3), each after `sys::rcu::reset()` (no
@@ -29,7 +29,8 @@
 //!   allocated inline shows as `krc_page`, the refill kicked (the cache
 //!   found empty by the two-argument form) as `krc_empty`.
 //! - `krc_empty`: frees in the section until the page cache ran empty
-//!   (each page holds 509 pointers, the cache up to 5 pages).
+//!   (each page holds 507 pointers, the cache up to 5 pages:
+//!   `rcu_min_cached_objs`, which a boot parameter may raise).
 //!   `kvfree_call_rcu()` then allocates a page inline for the headless form
 //!   (`mm_page_alloc`: `krc_page`) and, for the two-argument form, queues
 //!   the object on its `rcu_head` list and starts the refill's hrtimer
@@ -279,16 +280,22 @@ impl State {
         // Another sheaf path, or the bulk path the sheaves fell back to: the
         // setup did not hold. A free the context defers (`deferred`) is the
         // kernel's answer there, and judged.
-        let missed = ["sheaf", "barn", "new_sheaf", "krc", "krc_page"];
+        let missed = ["sheaf", "barn", "new_sheaf", "krc", "krc_page", "krc_empty"];
         if SHEAF_PATHS.contains(&cell.path)
             && r.path != cell.path.name()
             && missed.contains(&r.path)
         {
             r.unsettled = r.unsettled.or(Some(PATH_NOT_REACHED));
         }
-        // The cache never ran empty within n (a refill already running
-        // kicks no timer): run again.
-        if cell.path == Path::KrcEmpty && !matches!(r.path, "krc_empty" | "krc_page") {
+        // The cache never ran empty within n (a refill already running, or
+        // backing off, starts no timer): run again. Each form has its own
+        // sign: the headless form's inline page, the other's refill timer.
+        let emptied_sign = if def.might_sleep {
+            "krc_page"
+        } else {
+            "krc_empty"
+        };
+        if cell.path == Path::KrcEmpty && r.traced && r.path != emptied_sign {
             r.unsettled = r.unsettled.or(Some(PATH_NOT_REACHED));
         }
         Ok(r)

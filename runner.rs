@@ -509,7 +509,7 @@ impl State {
             None
         };
         if probes.is_none() && self.lock_trace.load(Relaxed) {
-            pr_warn!("run: cannot attach the lock_acquire/lock_release probes: this run has no lock trace\n");
+            pr_warn!("run: cannot attach the lock_acquire, lock_release, kmalloc and hrtimer_start probes: this run has no lock trace\n");
         }
         self.lock_probes_attached.store(probes.is_some(), Relaxed);
         let result = f();

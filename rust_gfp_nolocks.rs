@@ -174,7 +174,7 @@ impl GfpNoLocks {
         // SAFETY: The probes are dropped at once, while `state` lives.
         match unsafe { detector::attach_run_probes(&state.detector) } {
             Some(_) => state.lock_trace.store(true, Relaxed),
-            None => pr_warn!("no lock_acquire/lock_release tracepoints (the kernel needs CONFIG_LOCKDEP): results have no lock trace and no verdicts from it\n"),
+            None => pr_warn!("no lock_acquire/lock_release tracepoints (the kernel needs CONFIG_LOCKDEP), or no kmalloc/hrtimer_start: results have no lock trace, no verdicts from it and no kfree_rcu() paths\n"),
         }
         Ok(probes)
     }

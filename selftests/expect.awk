@@ -295,7 +295,7 @@ function check(row,    expect, nalt, alt, i, b, armed, bad, observed, pages) {
 		# A pcp cell whose task left the CPU it filled the list of, in
 		# every attempt, is run again in another boot, never judged.
 		if (obs["migrated"] == 1) {
-			printf "retry\t%s: left the CPU whose per-cpu list it filled, %d attempts\t%s\t%d\t%s\n", name, obs["attempts"], rreason[row], row, spec
+			printf "retry\t%s: left the CPU whose per-cpu list or sheaf it filled, %d attempts\t%s\t%d\t%s\n", name, obs["attempts"], rreason[row], row, spec
 			return
 		}
 		# rmqueue() wakes kswapd when the zone's watermark is boosted
