@@ -9,7 +9,6 @@
 use crate::locktrace::LockTrace;
 use crate::sys::{self, lockdep::MapRef, ExecContext};
 use crate::text::{Name, TextSlot};
-use core::ffi::{c_char, c_int, c_uint, c_void};
 use kernel::{
     bindings,
     prelude::*,
@@ -269,7 +268,7 @@ impl Detector {
         }
     }
 
-    fn on_console(&self, line: &[u8]) {
+    pub(crate) fn on_console(&self, line: &[u8]) {
         let mine = self.attributed();
         let kind = classify(line, mine && self.after_rule.load(Relaxed));
         if kind == Some(SLEEPING_IN_ATOMIC) {
@@ -378,9 +377,40 @@ impl Detector {
         }
     }
 
-    fn on_event(&self, counter: &Atomic<u64>) {
+    /// Counts an event of the running cell's (see [`Detector::attributed`]).
+    pub(crate) fn on_event(&self, counter: &Atomic<u64>) {
         if self.attributed() {
             counter.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A page `free_pcppages_bulk()` drained: every one, and the cell's.
+    pub(crate) fn on_pcpu_drain(&self) {
+        self.pcpu_drained_total.fetch_add(1, Relaxed);
+        self.on_event(&self.pcpu_drained);
+    }
+
+    /// A page allocation; the event fires for failed ones too.
+    pub(crate) fn on_page_alloc(&self, got: bool) {
+        if got {
+            self.on_event(&self.page_allocs);
+        }
+    }
+
+    /// A `kmalloc()`; the event fires for failed ones too.
+    pub(crate) fn on_kmalloc(&self, got: bool) {
+        if got {
+            self.on_event(&self.kmallocs);
+        }
+    }
+
+    /// A high-resolution timer started. Counted: a relative timer not
+    /// already queued, as `run_page_cache_worker()` starts its own
+    /// (`HRTIMER_MODE_REL`); the scheduler's timers that may start on the
+    /// cell's task (hrtick, a deadline server's) are absolute and hard.
+    pub(crate) fn on_hrtimer_start(&self, mode: u32, was_armed: bool) {
+        if mode == bindings::hrtimer_mode_HRTIMER_MODE_REL && !was_armed {
+            self.on_event(&self.hrtimer_starts);
         }
     }
 
@@ -435,14 +465,14 @@ impl Detector {
         }
     }
 
-    fn on_lock_acquire(&self, map: MapRef<'_>, trylock: bool, read: u8, ip: usize) {
+    pub(crate) fn on_lock_acquire(&self, map: MapRef<'_>, trylock: bool, read: u8, ip: usize) {
         if self.tracing_locks.load(Relaxed) && self.attributed() {
             let contexts = self.lockdep_irq_contexts();
             self.locks.on_acquire(map, (trylock, read), ip, contexts);
         }
     }
 
-    fn on_lock_release(&self, map: MapRef<'_>) {
+    pub(crate) fn on_lock_release(&self, map: MapRef<'_>) {
         if self.tracing_locks.load(Relaxed) && self.attributed() {
             self.locks.on_release(map, self.lockdep_irq_contexts());
         }
@@ -499,248 +529,4 @@ impl Detector {
             lock_at: self.lock_at.get(),
         }
     }
-}
-
-/// Probes get their `Detector` back from the registration's data pointer.
-///
-/// # Safety
-///
-/// `data` must be the `Detector` registered with the probe, alive until the
-/// probe is detached (the module drops its probes before its state).
-unsafe fn detector<'a>(data: *mut c_void) -> &'a Detector {
-    // SAFETY: Guaranteed by the caller.
-    unsafe { &*data.cast::<Detector>() }
-}
-
-/// Probe on the `console` tracepoint.
-///
-/// # Safety
-///
-/// `data` as in [`detector`], and `text` must point to `len` bytes.
-pub(crate) unsafe extern "C" fn console_probe(data: *mut c_void, text: *const c_char, len: usize) {
-    // SAFETY: `data` is the registered `Detector`; the tracepoint passes
-    // `len` readable bytes.
-    let (detector, line) = unsafe { (detector(data), sys::console_text(text, len)) };
-    detector.on_console(line);
-}
-
-/// Probe on `mm_page_alloc_zone_locked`, which fires under `zone->lock`.
-///
-/// # Safety
-///
-/// `data` as in [`detector`].
-pub(crate) unsafe extern "C" fn zone_locked_probe(
-    data: *mut c_void,
-    _page: *mut bindings::page,
-    _order: c_uint,
-    _migratetype: c_int,
-    _percpu_refill: c_int,
-) {
-    // SAFETY: `data` is the registered `Detector`.
-    let d = unsafe { detector(data) };
-    d.on_event(&d.zone_locked);
-}
-
-/// Probe on `mm_page_alloc_extfrag`, which fires under `zone->lock` when a
-/// block is claimed or stolen from another migratetype.
-///
-/// # Safety
-///
-/// `data` as in [`detector`].
-pub(crate) unsafe extern "C" fn extfrag_probe(
-    data: *mut c_void,
-    _page: *mut bindings::page,
-    _alloc_order: c_int,
-    _fallback_order: c_int,
-    _alloc_migratetype: c_int,
-    _fallback_migratetype: c_int,
-) {
-    // SAFETY: `data` is the registered `Detector`.
-    let d = unsafe { detector(data) };
-    d.on_event(&d.extfrag);
-}
-
-/// Probe on `mm_vmscan_wakeup_kswapd`, which fires just before
-/// `wake_up_interruptible(&pgdat->kswapd_wait)`.
-///
-/// # Safety
-///
-/// `data` as in [`detector`].
-pub(crate) unsafe extern "C" fn wakeup_kswapd_probe(
-    data: *mut c_void,
-    _nid: c_int,
-    _zid: c_int,
-    _order: c_int,
-    _gfp: bindings::gfp_t,
-) {
-    // SAFETY: `data` is the registered `Detector`.
-    let d = unsafe { detector(data) };
-    d.on_event(&d.kswapd_wakeups);
-}
-
-/// Probe on `mm_page_pcpu_drain`, which fires under `zone->lock` for each
-/// page `free_pcppages_bulk()` moves from a per-cpu list to the buddy lists.
-///
-/// # Safety
-///
-/// `data` as in [`detector`].
-pub(crate) unsafe extern "C" fn pcpu_drain_probe(
-    data: *mut c_void,
-    _page: *mut bindings::page,
-    _order: c_uint,
-    _migratetype: c_int,
-) {
-    // SAFETY: `data` is the registered `Detector`.
-    let d = unsafe { detector(data) };
-    d.pcpu_drained_total.fetch_add(1, Relaxed);
-    d.on_event(&d.pcpu_drained);
-}
-
-/// Probe on `mm_page_alloc`, which fires at the end of every page
-/// allocation (`__alloc_frozen_pages_noprof()`, `alloc_pages_nolock()`
-/// included), failed ones too.
-///
-/// # Safety
-///
-/// `data` as in [`detector`].
-pub(crate) unsafe extern "C" fn page_alloc_probe(
-    data: *mut c_void,
-    page: *mut bindings::page,
-    _order: c_uint,
-    _gfp: bindings::gfp_t,
-    _migratetype: c_int,
-) {
-    // SAFETY: `data` is the registered `Detector`.
-    let d = unsafe { detector(data) };
-    // The event fires for failed allocations too (page NULL).
-    if !page.is_null() {
-        d.on_event(&d.page_allocs);
-    }
-}
-
-/// Probe on `mm_page_free`, which fires for every page freed to the page
-/// allocator (`free_pages_prepare()`).
-///
-/// # Safety
-///
-/// `data` as in [`detector`].
-pub(crate) unsafe extern "C" fn page_free_probe(
-    data: *mut c_void,
-    _page: *mut bindings::page,
-    _order: c_uint,
-) {
-    // SAFETY: `data` is the registered `Detector`.
-    let d = unsafe { detector(data) };
-    d.on_event(&d.page_frees);
-}
-
-/// Probe on `kmalloc`, which fires for every `kmalloc()` served by a slab
-/// cache or the page allocator (`__do_kmalloc_node()` and friends), failed
-/// ones too.
-///
-/// # Safety
-///
-/// `data` as in [`detector`].
-pub(crate) unsafe extern "C" fn kmalloc_probe(
-    data: *mut c_void,
-    _call_site: kernel::ffi::c_ulong,
-    object: *const c_void,
-    _bytes_req: usize,
-    _bytes_alloc: usize,
-    _gfp: bindings::gfp_t,
-    _node: c_int,
-) {
-    // SAFETY: `data` is the registered `Detector`.
-    let d = unsafe { detector(data) };
-    if !object.is_null() {
-        d.on_event(&d.kmallocs);
-    }
-}
-
-/// Probe on `hrtimer_start`, which fires for every high-resolution timer
-/// started (`hrtimer_start_range_ns()`). Counted: a relative timer not
-/// already queued, as `run_page_cache_worker()` starts its own
-/// (`HRTIMER_MODE_REL`); the scheduler's timers that may start on the
-/// cell's task (hrtick, a deadline server's) are absolute and hard.
-///
-/// # Safety
-///
-/// `data` as in [`detector`].
-pub(crate) unsafe extern "C" fn hrtimer_start_probe(
-    data: *mut c_void,
-    _timer: *mut bindings::hrtimer,
-    mode: c_uint,
-    was_armed: bool,
-) {
-    // SAFETY: `data` is the registered `Detector`.
-    let d = unsafe { detector(data) };
-    if mode == bindings::hrtimer_mode_HRTIMER_MODE_REL && !was_armed {
-        d.on_event(&d.hrtimer_starts);
-    }
-}
-
-/// Probe on `lock_acquire`, which `lock_acquire()` fires before it looks
-/// at `debug_locks`: every acquisition, armed or not.
-///
-/// # Safety
-///
-/// `data` as in [`detector`], and `lock` a live lockdep map.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe extern "C" fn lock_acquire_probe(
-    data: *mut c_void,
-    lock: *mut bindings::lockdep_map,
-    _subclass: c_uint,
-    trylock: c_int,
-    read: c_int,
-    _check: c_int,
-    _next_lock: *mut bindings::lockdep_map,
-    ip: kernel::ffi::c_ulong,
-) {
-    // SAFETY: `data` is the registered `Detector`; `lock` is the map being
-    // acquired, alive for the call.
-    let (d, map) = unsafe { (detector(data), MapRef::new(lock)) };
-    d.on_lock_acquire(map, trylock != 0, read.clamp(0, 3) as u8, ip);
-}
-
-/// Probe on `lock_release`.
-///
-/// # Safety
-///
-/// `data` as in [`detector`], and `lock` a live lockdep map.
-pub(crate) unsafe extern "C" fn lock_release_probe(
-    data: *mut c_void,
-    lock: *mut bindings::lockdep_map,
-    _ip: kernel::ffi::c_ulong,
-) {
-    // SAFETY: As in `lock_acquire_probe`.
-    let (d, map) = unsafe { (detector(data), MapRef::new(lock)) };
-    d.on_lock_release(map);
-}
-
-/// Attaches the probes that run only while cells run: lockdep's
-/// `lock_acquire` and `lock_release`, both or neither (a trace that saw
-/// acquisitions but no releases would judge against locks long released),
-/// `kmalloc` (the `kfree_rcu()` rows' new sheaves) and `hrtimer_start`
-/// (their bulk path's page-cache refill): `None` on a kernel
-/// without them (`CONFIG_LOCKDEP`). They fire on every lock operation and
-/// `kmalloc()` of the system, so the module attaches them only while cells
-/// run.
-///
-/// # Safety
-///
-/// `detector` must outlive the returned probes.
-pub(crate) unsafe fn attach_run_probes(detector: &Detector) -> Option<[sys::Probe; 4]> {
-    let data: *const c_void = core::ptr::from_ref(detector).cast();
-    let acquire: sys::LockAcquireProbeFn = lock_acquire_probe;
-    let release: sys::LockReleaseProbeFn = lock_release_probe;
-    let kmalloc: sys::KmallocProbeFn = kmalloc_probe;
-    let hrtimer: sys::HrtimerStartProbeFn = hrtimer_start_probe;
-    // SAFETY: Each function has its tracepoint's probe signature; the
-    // caller keeps `detector` alive as long as the probes.
-    let attach = |name, func: *mut c_void| unsafe { sys::Probe::attach(name, func, data) };
-    let acquire = attach(c"lock_acquire", acquire as *mut c_void);
-    let release = attach(c"lock_release", release as *mut c_void);
-    let kmalloc = attach(c"kmalloc", kmalloc as *mut c_void);
-    let hrtimer = attach(c"hrtimer_start", hrtimer as *mut c_void);
-    Some([acquire.ok()?, release.ok()?, kmalloc.ok()?, hrtimer.ok()?])
 }

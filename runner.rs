@@ -7,6 +7,7 @@
 use crate::detector::{Detector, Observed, REPORT_KINDS};
 use crate::inside::Inside;
 use crate::locktrace::LockRecord;
+use crate::mm;
 use crate::spec::{for_each_case, AllocCell, Cell, Path, Spec};
 use crate::sys::{self, lockdep::ContextState};
 use crate::tables::{AllocatorDef, Locks, ALLOCATORS, CONTEXTS, CONTROLS, MASKS};
@@ -34,12 +35,7 @@ const RESULTS_RESERVED: usize = 512;
 const PCP_ATTEMPTS: u32 = 5;
 /// Most warm-ups of a `path=pcp` cell whose pages the kernel drained.
 const WARM_ATTEMPTS: u32 = 3;
-/// Most blocks `path=slowpath` holds while memory is drained.
-const DRAIN_MAX_BLOCKS: usize = 1 << 16;
 /// Reasons a run of a cell does not answer it (`unsettled=`).
-const ABOVE_MIN: &str = "above_min_watermark";
-const KSWAPD_AWAKE: &str = "kswapd_awake";
-const KSWAPD_HOPELESS: &str = "kswapd_hopeless";
 const WARN_SPENT: &str = "warn_spent";
 /// A softirq body that a softirq daemon served instead of the cell's task
 /// (on PREEMPT_RT its reports are that daemon's, not the cell's).
@@ -60,9 +56,6 @@ struct WarmUp {
     cpu: u32,
     drains_seen: u64,
 }
-/// Memory a blocking mask in an atomic cell must leave free above the
-/// watermarks, for whatever else runs meanwhile: 16 MiB.
-const MARGIN_PAGES: usize = 16 << (20 - kernel::page::PAGE_SHIFT);
 
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Stats {
@@ -504,7 +497,7 @@ impl State {
     pub(crate) fn with_lock_probes<R>(&self, f: impl FnOnce() -> R) -> R {
         let probes = if self.lock_trace.load(Relaxed) {
             // SAFETY: The probes are dropped below, while `self` lives.
-            unsafe { crate::detector::attach_run_probes(&self.detector) }
+            unsafe { crate::probes::attach(crate::probes::RUN_PROBES, &self.detector) }.ok()
         } else {
             None
         };
@@ -614,7 +607,7 @@ impl State {
     }
 
     fn run_alloc(&self, cell: AllocCell) -> Result<CellResult> {
-        if !Self::memory_allows(cell) {
+        if !mm::memory_allows(cell) {
             return Ok(CellResult::new(
                 Cell::Alloc(cell),
                 Outcome::RefusedLowMemory,
@@ -636,8 +629,8 @@ impl State {
                 || matches!(
                     r.unsettled,
                     Some(
-                        KSWAPD_AWAKE
-                            | ABOVE_MIN
+                        mm::KSWAPD_AWAKE
+                            | mm::ABOVE_MIN
                             | SOFTIRQ_ELSEWHERE
                             | PCP_DRAINED
                             | crate::kfree_rcu::PATH_NOT_REACHED
@@ -686,8 +679,8 @@ impl State {
         // section, with the task kept on its CPU ahead of kswapd.
         let (fifo, drained) = if cell.path == Path::Slowpath {
             let fifo = sys::FifoWhileDrained::new();
-            let drained = Self::drain()?;
-            r.unsettled = Self::slowpath_unready();
+            let drained = mm::drain()?;
+            r.unsettled = mm::slowpath_unready();
             if r.unsettled.is_some() {
                 // Not run: the section would spend lockdep's one report
                 // and the rate limits on a state that is not the cell's.
@@ -916,95 +909,6 @@ impl State {
             "none"
         };
         Ok(r)
-    }
-
-    /// Takes every free page the fast path would give, from the largest
-    /// blocks down, with a mask that neither reclaims nor wakes kswapd nor
-    /// warns (`__GFP_NOWARN` alone): each order stops at its first failure,
-    /// when the zones are at their min watermark. Returns the pages, freed
-    /// when dropped.
-    fn drain() -> Result<KVVec<sys::Allocation>> {
-        // Reserved up front: growing it later would allocate with memory
-        // drained. 65536 blocks: 256 GiB in 4 MiB blocks.
-        let mut held = KVVec::<sys::Allocation>::with_capacity(DRAIN_MAX_BLOCKS, GFP_KERNEL)?;
-        for order in (0..=sys::MAX_ORDER).rev() {
-            while held.len() < held.capacity() {
-                match sys::get_free_pages(sys::GFP_NOWARN, order) {
-                    Some(p) => {
-                        if let Err(p) = held.push_within_capacity(p) {
-                            drop(p);
-                            break;
-                        }
-                    }
-                    None => break,
-                }
-            }
-        }
-        Ok(held)
-    }
-
-    /// Why the state `path=slowpath` needs is not there, if it is not.
-    fn slowpath_unready() -> Option<&'static str> {
-        if !sys::at_min_watermarks() {
-            return Some(ABOVE_MIN);
-        }
-        match sys::kswapd() {
-            sys::Kswapd::Asleep => None,
-            sys::Kswapd::Awake => Some(KSWAPD_AWAKE),
-            sys::Kswapd::Hopeless => Some(KSWAPD_HOPELESS),
-        }
-    }
-
-    /// A blocking mask in an atomic context only prints a report while the
-    /// free lists can serve it; short of memory it would enter direct
-    /// reclaim (or compaction) and really sleep, with a raw lock held or in
-    /// hard irq. `get_page_from_freelist()` serves it without either while
-    /// a zone passes `__zone_watermark_ok()` for the order (the slow path
-    /// retries at the min watermark before it reclaims). The cell runs only
-    /// if one zone holds all `n` blocks it may take (whatever the path),
-    /// plus a margin, above its high watermark, in blocks of its order that
-    /// `GFP_KERNEL` may use. Not covered: `vm.defrag_mode=1`, which the
-    /// module cannot read (it keeps `ALLOC_NOFRAGMENT` and may send even an
-    /// allocation with free pages to the slow path).
-    fn memory_allows(cell: AllocCell) -> bool {
-        // The headless kvfree_rcu() may allocate a page with GFP_KERNEL.
-        let gfp = if ALLOCATORS[cell.alloc].might_sleep {
-            sys::GFP_KERNEL
-        } else {
-            MASKS[cell.mask].gfp
-        };
-        if !sys::may_block(gfp) || !CONTEXTS[cell.ctx].atomic {
-            return true;
-        }
-        // A slab row takes objects: at most a new slab (order 0) per
-        // `SLAB_OBJECTS_PER_PAGE` of them.
-        let n = if ALLOCATORS[cell.alloc].slab {
-            (cell.n as usize).div_ceil(sys::SLAB_OBJECTS_PER_PAGE)
-        } else {
-            cell.n as usize
-        };
-        let needed = (n << cell.order) + MARGIN_PAGES;
-        let h = sys::headroom(cell.order);
-        if h.pages >= needed && h.blocks >= n {
-            return true;
-        }
-        pr_err!(
-            "run: refusing {}: {} may enter direct reclaim and sleep inside {}; the cell may take {} blocks of order {} ({} pages, with a {} page margin), and the best zone holds {} usable free pages above its high watermark and {} usable free blocks of that order; free memory or lower n= or order=\n",
-            Cell::Alloc(cell),
-            if ALLOCATORS[cell.alloc].might_sleep {
-                ALLOCATORS[cell.alloc].name
-            } else {
-                MASKS[cell.mask].name
-            },
-            CONTEXTS[cell.ctx].name,
-            n,
-            cell.order,
-            needed,
-            MARGIN_PAGES,
-            h.pages,
-            h.blocks
-        );
-        false
     }
 
     /// Leaves `n` pages of this order on this CPU's per-cpu list: allocated

@@ -28,8 +28,19 @@
 //! `cases` lists every cell this kernel can run in that grammar; `results`
 //! has one `key=value` line per cell run (see the README for the keys).
 //!
-//! One file per concern: `sys` (the FFI corner), `tables`, `spec`,
-//! `select` (selections by name), `detector`, `runner` and `debugfs`.
+//! One file per concern:
+//!
+//! - `tables`: the contexts, masks, allocators and controls, one line each;
+//! - `spec`, `select`: the grammar of a cell, `cases`, selections by name;
+//! - `runner`: running a cell in its context, results and counters;
+//! - `kfree_rcu`: the `kfree_rcu()` rows' setups and paths;
+//! - `mm`: whether memory allows a cell, and the slow path's state;
+//! - `detector`: the kernel's reports and events, through tracepoints;
+//! - `probes`: the tracepoint probes, declared one line each;
+//! - `locktrace`: every lock a cell takes, judged by the kernel's rules;
+//! - `inside`: each context seen from inside;
+//! - `debugfs`, `text`: the files, and fixed-size text for probes;
+//! - `sys`: the FFI corner (its own files, one concern each).
 
 /// A module parameter's value, by copy: `value()` returns one where the
 /// kernel crate has `value_ref()` beside it (detected by `Kbuild`), and a
@@ -49,6 +60,8 @@ mod detector;
 mod inside;
 mod kfree_rcu;
 mod locktrace;
+mod mm;
+mod probes;
 mod runner;
 mod select;
 mod spec;
@@ -56,7 +69,6 @@ mod sys;
 mod tables;
 mod text;
 
-use core::ffi::c_void;
 use kernel::{debugfs::Scope, prelude::*, sync::atomic::Relaxed};
 use runner::State;
 use spec::Cell;
@@ -135,46 +147,19 @@ impl kernel::Module for GfpNoLocks {
 }
 
 impl GfpNoLocks {
-    /// Attaches the detector's probes, but lockdep's `lock_acquire` and
-    /// `lock_release`, which runs attach (`State::with_lock_probes`). They
-    /// exist with `CONFIG_LOCKDEP` only: without them the module runs and
-    /// its results have no lock trace.
+    /// Attaches the load-time probes (`probes::LOAD_PROBES`), and learns
+    /// whether the kernel has the ones runs attach (`probes::RUN_PROBES`:
+    /// lockdep's exist with `CONFIG_LOCKDEP` only): without them the module
+    /// runs and its results have no lock trace.
     fn attach_probes(state: &State) -> Result<KVec<sys::Probe>> {
-        let detector: *const c_void = (&raw const state.detector).cast();
-        let console: sys::ConsoleProbeFn = detector::console_probe;
-        let zone_locked: sys::ZoneLockedProbeFn = detector::zone_locked_probe;
-        let extfrag: sys::ExtfragProbeFn = detector::extfrag_probe;
-        let wakeup_kswapd: sys::WakeupKswapdProbeFn = detector::wakeup_kswapd_probe;
-        let pcpu_drain: sys::PcpuDrainProbeFn = detector::pcpu_drain_probe;
-        let page_alloc: sys::PageAllocProbeFn = detector::page_alloc_probe;
-        let page_free: sys::PageFreeProbeFn = detector::page_free_probe;
-        let attach = |name: &'static CStr, func: *mut c_void| {
-            // SAFETY: Each probe below has its tracepoint's signature, and
-            // `detector` outlives the probes (field order in `GfpNoLocks`).
-            unsafe { sys::Probe::attach(name, func, detector) }
-        };
-        let needed: [(&CStr, *mut c_void); 7] = [
-            (c"console", console as *mut c_void),
-            (c"mm_page_alloc_zone_locked", zone_locked as *mut c_void),
-            (c"mm_page_alloc_extfrag", extfrag as *mut c_void),
-            (c"mm_vmscan_wakeup_kswapd", wakeup_kswapd as *mut c_void),
-            (c"mm_page_pcpu_drain", pcpu_drain as *mut c_void),
-            (c"mm_page_alloc", page_alloc as *mut c_void),
-            (c"mm_page_free", page_free as *mut c_void),
-        ];
-        let mut probes = KVec::with_capacity(needed.len(), GFP_KERNEL)?;
-        for (name, func) in needed {
-            let probe = attach(name, func).inspect_err(|_| {
-                pr_err!("the {} tracepoint is missing: the kernel needs CONFIG_TRACEPOINTS (e.g. CONFIG_FTRACE=y with CONFIG_ENABLE_DEFAULT_TRACERS=y)\n", name)
-            })?;
-            probes.push(probe, GFP_KERNEL)?;
-        }
-        // Attached while cells run (`State::with_lock_probes`); here only
-        // to learn whether the kernel has them.
+        // SAFETY: `state` outlives the probes (field order in `GfpNoLocks`).
+        let probes = unsafe { probes::attach(probes::LOAD_PROBES, &state.detector) }.inspect_err(|_| {
+            pr_err!("the kernel needs CONFIG_TRACEPOINTS (e.g. CONFIG_FTRACE=y with CONFIG_ENABLE_DEFAULT_TRACERS=y)\n")
+        })?;
         // SAFETY: The probes are dropped at once, while `state` lives.
-        match unsafe { detector::attach_run_probes(&state.detector) } {
-            Some(_) => state.lock_trace.store(true, Relaxed),
-            None => pr_warn!("no lock_acquire/lock_release tracepoints (the kernel needs CONFIG_LOCKDEP), or no kmalloc/hrtimer_start: results have no lock trace, no verdicts from it and no kfree_rcu() paths\n"),
+        match unsafe { probes::attach(probes::RUN_PROBES, &state.detector) } {
+            Ok(_) => state.lock_trace.store(true, Relaxed),
+            Err(_) => pr_warn!("no lock_acquire/lock_release tracepoints (the kernel needs CONFIG_LOCKDEP), or no kmalloc/hrtimer_start: results have no lock trace, no verdicts from it and no kfree_rcu() paths\n"),
         }
         Ok(probes)
     }

@@ -205,22 +205,280 @@ pub(crate) enum Spec {
     All(KBox<Selection>),
 }
 
+/// Why a cell may not be (`AllocCell::new`): the message `run` logs.
+pub(crate) enum Refusal {
+    NotForNmi { ctx: usize, alloc: usize },
+    Mask { alloc: usize, mask: usize },
+    Order { alloc: usize, order: u32 },
+    Path { alloc: usize, path: Path },
+    PcpBlocking { mask: usize },
+    SlowpathBlocking { mask: usize },
+    PcpOrder { order: u32 },
+    SlabPcpN { alloc: usize },
+    SheafN { alloc: usize, path: Path },
+    ZeroN,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Refusal::NotForNmi { ctx, alloc } => write!(
+                f,
+                "ctx={} runs only allocators callable from any context ({}), not {}",
+                CONTEXTS[ctx].name, AnyContextNames, ALLOCATORS[alloc].name
+            ),
+            Refusal::Mask { alloc, mask } => write!(
+                f,
+                "{} does not take gfp={}",
+                ALLOCATORS[alloc].name, MASKS[mask].name
+            ),
+            Refusal::Order { alloc, order } => {
+                let def = &ALLOCATORS[alloc];
+                let allowed = if def.max_order == def.default_order {
+                    "only"
+                } else {
+                    "at most"
+                };
+                write!(
+                    f,
+                    "{} takes order {} {}, not {}",
+                    def.name, def.max_order, allowed, order
+                )
+            }
+            Refusal::Path { alloc, path } => write!(
+                f,
+                "{} takes no path={} (its paths: {})",
+                ALLOCATORS[alloc].name,
+                path.name(),
+                PathNames(ALLOCATORS[alloc].paths)
+            ),
+            Refusal::PcpBlocking { mask } => write!(
+                f,
+                "path=pcp takes no mask with __GFP_DIRECT_RECLAIM (gfp={}): its warm-up allocates under a spinlock_t",
+                MASKS[mask].name
+            ),
+            Refusal::SlowpathBlocking { mask } => write!(
+                f,
+                "path=slowpath takes no mask with __GFP_DIRECT_RECLAIM (gfp={}): with free memory drained it would enter direct reclaim",
+                MASKS[mask].name
+            ),
+            Refusal::PcpOrder { order } => write!(
+                f,
+                "order {} is never served by the per-cpu lists (max {})",
+                order,
+                sys::PCP_MAX_ORDER
+            ),
+            Refusal::SlabPcpN { alloc } => write!(
+                f,
+                "{} with path=pcp takes n={} only: the warm-up's kfree() leaves one object in this CPU's sheaf",
+                ALLOCATORS[alloc].name, SLAB_PCP_ITERATIONS
+            ),
+            Refusal::SheafN { alloc, path } => write!(
+                f,
+                "{} with path={} takes n up to {}: more would fill the sheaf and flush it",
+                ALLOCATORS[alloc].name,
+                path.name(),
+                MAX_RCU_SHEAF_ITERATIONS
+            ),
+            Refusal::ZeroN => f.write_str("n=0 runs nothing"),
+        }
+    }
+}
+
+impl AllocCell {
+    /// The one place that says what a cell may be: `run` builds every
+    /// cell through it, and `cases` lists the cells it accepts with the
+    /// defaults. `None` takes the allocator's default.
+    pub(crate) fn new(
+        (ctx, alloc, mask): (usize, usize, usize),
+        order: Option<u32>,
+        path: Option<Path>,
+        n: Option<u32>,
+    ) -> core::result::Result<Self, Refusal> {
+        let def = &ALLOCATORS[alloc];
+        let gfp = MASKS[mask].gfp;
+        if CONTEXTS[ctx].body_in == ExecContext::Nmi && !def.any_context {
+            return Err(Refusal::NotForNmi { ctx, alloc });
+        }
+        if !(def.accepts)(gfp) {
+            return Err(Refusal::Mask { alloc, mask });
+        }
+        let order = order.unwrap_or(def.default_order);
+        if order > def.max_order {
+            return Err(Refusal::Order { alloc, order });
+        }
+        let path = path.unwrap_or(def.paths[0]);
+        if !def.paths.contains(&path) {
+            return Err(Refusal::Path { alloc, path });
+        }
+        // The warm-up allocates with the cell's mask under a spinlock_t: a
+        // mask that may enter direct reclaim would sleep there for real.
+        // Direct reclaim with memory drained would really sleep, in an
+        // atomic section, and reclaim in vain.
+        match path {
+            Path::Pcp if sys::may_block(gfp) => return Err(Refusal::PcpBlocking { mask }),
+            Path::Slowpath if sys::may_block(gfp) => {
+                return Err(Refusal::SlowpathBlocking { mask })
+            }
+            Path::Pcp if order > sys::PCP_MAX_ORDER => return Err(Refusal::PcpOrder { order }),
+            _ => {}
+        }
+        let sheaf = matches!(path, Path::Sheaf | Path::Barn | Path::NewSheaf);
+        let n = match n {
+            Some(0) => return Err(Refusal::ZeroN),
+            Some(n) if def.slab && path == Path::Pcp && n != SLAB_PCP_ITERATIONS => {
+                return Err(Refusal::SlabPcpN { alloc })
+            }
+            Some(n) if def.rcu && sheaf && n > MAX_RCU_SHEAF_ITERATIONS => {
+                return Err(Refusal::SheafN { alloc, path })
+            }
+            Some(n) => n,
+            None => default_iterations(def, path, order),
+        };
+        Ok(Self {
+            ctx,
+            alloc,
+            mask,
+            order,
+            path,
+            n,
+        })
+    }
+}
+
+/// A spec's keys, as given (`None`: not given).
+#[derive(Default)]
+struct Fields {
+    ctx: Option<usize>,
+    alloc: Option<usize>,
+    mask: Option<usize>,
+    order: Option<u32>,
+    path: Option<Path>,
+    n: Option<u32>,
+    control: Option<usize>,
+}
+
+/// Logs why a spec was refused, and returns the error `run` gives.
+fn refuse(what: fmt::Arguments<'_>) -> Error {
+    pr_err!(
+        "run: {}; nothing was run (the cases file lists valid specs)\n",
+        what
+    );
+    EINVAL
+}
+
+/// Index of the entry of `names` that is `value`.
+fn find(
+    names: impl Iterator<Item = &'static str>,
+    what: &str,
+    (token, value): (&str, &str),
+) -> Result<usize> {
+    let mut names = names;
+    names
+        .position(|name| name == value)
+        .ok_or_else(|| refuse(format_args!("unknown {} '{}' in '{}'", what, value, token)))
+}
+
+impl Fields {
+    /// Sets the field of one `KEY=VALUE` token; refuses a key given twice.
+    fn set(&mut self, token: &str) -> Result {
+        let (key, value) = token
+            .split_once('=')
+            .ok_or_else(|| refuse(format_args!("token '{}' is not key=value", token)))?;
+        let number = |max: u32| match value.parse::<u32>() {
+            Ok(v) if v <= max => Ok(v),
+            _ => Err(refuse(format_args!(
+                "'{}' needs a number up to {}",
+                token, max
+            ))),
+        };
+        let tv = (token, value);
+        let taken = match key {
+            "ctx" => self
+                .ctx
+                .replace(find(CONTEXTS.iter().map(|c| c.name), "context", tv)?)
+                .is_some(),
+            "alloc" => self
+                .alloc
+                .replace(find(ALLOCATORS.iter().map(|a| a.name), "allocator", tv)?)
+                .is_some(),
+            "gfp" => self
+                .mask
+                .replace(find(MASKS.iter().map(|m| m.name), "GFP mask", tv)?)
+                .is_some(),
+            "control" => self
+                .control
+                .replace(find(CONTROLS.iter().map(|c| c.name), "control", tv)?)
+                .is_some(),
+            "order" => self.order.replace(number(sys::MAX_ORDER)?).is_some(),
+            "n" => self.n.replace(number(MAX_ITERATIONS)?).is_some(),
+            "path" => {
+                let path = Path::ALL
+                    .into_iter()
+                    .find(|p| p.name() == value)
+                    .ok_or_else(|| {
+                        refuse(format_args!(
+                            "unknown path '{}': use one of {}",
+                            value,
+                            PathNames(&Path::ALL)
+                        ))
+                    })?;
+                self.path.replace(path).is_some()
+            }
+            _ => return Err(refuse(format_args!("unknown key '{}' in '{}'", key, token))),
+        };
+        if taken {
+            return Err(refuse(format_args!("key '{}' given twice", key)));
+        }
+        Ok(())
+    }
+
+    /// The cell these fields name.
+    fn cell(self) -> Result<Cell> {
+        if let Some(c) = self.control {
+            let other = self.ctx.or(self.alloc).or(self.mask).is_some()
+                || self.order.or(self.n).is_some()
+                || self.path.is_some();
+            if other {
+                return Err(refuse(format_args!(
+                    "control={} takes no other key",
+                    CONTROLS[c].name
+                )));
+            }
+            // A control whose context this kernel lacks (preempt_disable
+            // without CONFIG_DEBUG_PREEMPT) must not run somewhere else.
+            let ctx = context_index(CONTROLS[c].context).ok_or_else(|| {
+                refuse(format_args!(
+                    "control={} runs in {}, which this kernel lacks",
+                    CONTROLS[c].name, CONTROLS[c].context
+                ))
+            })?;
+            return Ok(Cell::Control { control: c, ctx });
+        }
+        let ctx = self
+            .ctx
+            .ok_or_else(|| refuse(format_args!("missing ctx=")))?;
+        let alloc = self
+            .alloc
+            .ok_or_else(|| refuse(format_args!("missing alloc=")))?;
+        let mask = self
+            .mask
+            .ok_or_else(|| refuse(format_args!("missing gfp=")))?;
+        AllocCell::new((ctx, alloc, mask), self.order, self.path, self.n)
+            .map(Cell::Alloc)
+            .map_err(|why| refuse(format_args!("{}", why)))
+    }
+}
+
 /// Parses a spec; on error, logs one `pr_err` naming the offending token.
 pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
-    let bad = |what: fmt::Arguments<'_>| {
-        pr_err!(
-            "run: {}; nothing was run (the cases file lists valid specs)\n",
-            what
-        );
-        EINVAL
-    };
     let text =
-        core::str::from_utf8(input).map_err(|_| bad(format_args!("spec is not UTF-8 text")))?;
+        core::str::from_utf8(input).map_err(|_| refuse(format_args!("spec is not UTF-8 text")))?;
     if let Some(c) = text
         .chars()
         .find(|c| c.is_control() && !c.is_ascii_whitespace())
     {
-        return Err(bad(format_args!(
+        return Err(refuse(format_args!(
             "control character {:#x} in spec",
             c as u32
         )));
@@ -229,183 +487,17 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
     let first = tokens
         .peek()
         .copied()
-        .ok_or_else(|| bad(format_args!("empty spec")))?;
+        .ok_or_else(|| refuse(format_args!("empty spec")))?;
     if first == "all" {
         tokens.next();
-        return Ok(Spec::All(KBox::new(
-            Selection::parse(tokens, bad)?,
-            GFP_KERNEL,
-        )?));
+        let selection = Selection::parse(tokens, refuse)?;
+        return Ok(Spec::All(KBox::new(selection, GFP_KERNEL)?));
     }
-    let (mut ctx, mut alloc, mut mask, mut order, mut path, mut n, mut control) =
-        (None, None, None, None, None, None, None);
+    let mut fields = Fields::default();
     for token in tokens {
-        let (key, value) = token
-            .split_once('=')
-            .ok_or_else(|| bad(format_args!("token '{}' is not key=value", token)))?;
-        let number = |max: u32| -> Result<u32> {
-            match value.parse::<u32>() {
-                Ok(v) if v <= max => Ok(v),
-                _ => Err(bad(format_args!(
-                    "'{}' needs a number up to {}",
-                    token, max
-                ))),
-            }
-        };
-        let find = |names: &mut dyn Iterator<Item = &'static str>, what: &str| {
-            for (i, name) in names.enumerate() {
-                if name == value {
-                    return Ok(i);
-                }
-            }
-            Err(bad(format_args!(
-                "unknown {} '{}' in '{}'",
-                what, value, token
-            )))
-        };
-        let slot_taken = match key {
-            "ctx" => ctx
-                .replace(find(&mut CONTEXTS.iter().map(|c| c.name), "context")?)
-                .is_some(),
-            "alloc" => alloc
-                .replace(find(&mut ALLOCATORS.iter().map(|a| a.name), "allocator")?)
-                .is_some(),
-            "gfp" => mask
-                .replace(find(&mut MASKS.iter().map(|m| m.name), "GFP mask")?)
-                .is_some(),
-            "control" => control
-                .replace(find(&mut CONTROLS.iter().map(|c| c.name), "control")?)
-                .is_some(),
-            "order" => order.replace(number(sys::MAX_ORDER)?).is_some(),
-            "n" => n.replace(number(MAX_ITERATIONS)?).is_some(),
-            "path" => path
-                .replace(
-                    Path::ALL
-                        .into_iter()
-                        .find(|p| p.name() == value)
-                        .ok_or_else(|| {
-                            bad(format_args!(
-                                "unknown path '{}': use one of {}",
-                                value,
-                                PathNames(&Path::ALL)
-                            ))
-                        })?,
-                )
-                .is_some(),
-            _ => return Err(bad(format_args!("unknown key '{}' in '{}'", key, token))),
-        };
-        if slot_taken {
-            return Err(bad(format_args!("key '{}' given twice", key)));
-        }
+        fields.set(token)?;
     }
-    if let Some(c) = control {
-        if ctx.or(alloc).or(mask).is_some() || order.or(n).is_some() || path.is_some() {
-            return Err(bad(format_args!(
-                "control={} takes no other key",
-                CONTROLS[c].name
-            )));
-        }
-        // A control whose context this kernel lacks (preempt_disable without
-        // CONFIG_DEBUG_PREEMPT) must not run somewhere else instead.
-        let ctx = context_index(CONTROLS[c].context).ok_or_else(|| {
-            bad(format_args!(
-                "control={} runs in {}, which this kernel lacks",
-                CONTROLS[c].name, CONTROLS[c].context
-            ))
-        })?;
-        return Ok(Spec::One(Cell::Control { control: c, ctx }));
-    }
-    let ctx = ctx.ok_or_else(|| bad(format_args!("missing ctx=")))?;
-    let alloc = alloc.ok_or_else(|| bad(format_args!("missing alloc=")))?;
-    let mask = mask.ok_or_else(|| bad(format_args!("missing gfp=")))?;
-    let def = &ALLOCATORS[alloc];
-    if CONTEXTS[ctx].body_in == ExecContext::Nmi && !def.any_context {
-        return Err(bad(format_args!(
-            "ctx={} runs only allocators callable from any context ({}), not {}",
-            CONTEXTS[ctx].name, AnyContextNames, def.name
-        )));
-    }
-    if !(def.accepts)(MASKS[mask].gfp) {
-        return Err(bad(format_args!(
-            "{} does not take gfp={}",
-            def.name, MASKS[mask].name
-        )));
-    }
-    let order = match order {
-        Some(o) if o > def.max_order => {
-            let allowed = if def.max_order == def.default_order {
-                "only"
-            } else {
-                "at most"
-            };
-            return Err(bad(format_args!(
-                "{} takes order {} {}, not {}",
-                def.name, def.max_order, allowed, o
-            )));
-        }
-        Some(o) => o,
-        None => def.default_order,
-    };
-    let path = path.unwrap_or(def.paths[0]);
-    if !def.paths.contains(&path) {
-        return Err(bad(format_args!(
-            "{} takes no path={} (its paths: {})",
-            def.name,
-            path.name(),
-            PathNames(def.paths)
-        )));
-    }
-    // The warm-up allocates with the cell's mask under a spinlock_t: a mask
-    // that may enter direct reclaim would sleep there for real.
-    if path == Path::Pcp && sys::may_block(MASKS[mask].gfp) {
-        return Err(bad(format_args!(
-            "path=pcp takes no mask with __GFP_DIRECT_RECLAIM (gfp={}): its warm-up allocates under a spinlock_t",
-            MASKS[mask].name
-        )));
-    }
-    // Direct reclaim with memory drained would really sleep, in an atomic
-    // section, and reclaim in vain.
-    if path == Path::Slowpath && sys::may_block(MASKS[mask].gfp) {
-        return Err(bad(format_args!(
-            "path=slowpath takes no mask with __GFP_DIRECT_RECLAIM (gfp={}): with free memory drained it would enter direct reclaim",
-            MASKS[mask].name
-        )));
-    }
-    if path == Path::Pcp && order > sys::PCP_MAX_ORDER {
-        return Err(bad(format_args!(
-            "order {} is never served by the per-cpu lists (max {})",
-            order,
-            sys::PCP_MAX_ORDER
-        )));
-    }
-    if def.slab && path == Path::Pcp && n.is_some_and(|n| n != SLAB_PCP_ITERATIONS) {
-        return Err(bad(format_args!(
-            "{} with path=pcp takes n={} only: the warm-up's kfree() leaves one object in this CPU's sheaf",
-            def.name, SLAB_PCP_ITERATIONS
-        )));
-    }
-    let bulk = matches!(path, Path::Krc | Path::KrcEmpty);
-    if def.rcu && !bulk && n.is_some_and(|n| n > MAX_RCU_SHEAF_ITERATIONS) {
-        return Err(bad(format_args!(
-            "{} with path={} takes n up to {}: more would fill the sheaf and flush it",
-            def.name,
-            path.name(),
-            MAX_RCU_SHEAF_ITERATIONS
-        )));
-    }
-    let n = match n {
-        Some(0) => return Err(bad(format_args!("n=0 runs nothing"))),
-        Some(n) => n,
-        None => default_iterations(def, path, order),
-    };
-    Ok(Spec::One(Cell::Alloc(AllocCell {
-        ctx,
-        alloc,
-        mask,
-        order,
-        path,
-        n,
-    })))
+    Ok(Spec::One(fields.cell()?))
 }
 
 /// The `n` of a cell that gives none, and of the matrix's cells.
@@ -434,21 +526,14 @@ pub(crate) fn for_each_case(mut f: impl FnMut(Cell) -> Result) -> Result {
     // lists full and their high marks raised, where the allocation rows
     // need to reach zone->lock within n allocations.
     for frees in [false, true] {
-        for (ctx, context) in CONTEXTS.iter().enumerate() {
+        for ctx in 0..CONTEXTS.len() {
             for (alloc, def) in ALLOCATORS.iter().enumerate() {
-                if def.frees != frees || (context.body_in == ExecContext::Nmi && !def.any_context) {
+                if def.frees != frees {
                     continue;
                 }
-                for (mask, m) in MASKS.iter().enumerate() {
-                    if (def.accepts)(m.gfp) {
-                        f(Cell::Alloc(AllocCell {
-                            ctx,
-                            alloc,
-                            mask,
-                            order: def.default_order,
-                            path: def.paths[0],
-                            n: default_iterations(def, def.paths[0], def.default_order),
-                        }))?;
+                for mask in 0..MASKS.len() {
+                    if let Ok(cell) = AllocCell::new((ctx, alloc, mask), None, None, None) {
+                        f(Cell::Alloc(cell))?;
                     }
                 }
             }

@@ -12,7 +12,8 @@
 //! `rcu_free` or spare sheaf and the barn empty (`kmem_cache_shrink()`
 //! flushes the per-cpu sheaves and `barn_shrink()` frees the barn's).
 
-use super::{Allocation, Gfp, Handle};
+use super::alloc::{Allocation, Handle};
+use super::Gfp;
 use core::{
     mem::ManuallyDrop,
     ptr::{null_mut, NonNull},

@@ -896,8 +896,9 @@ pub fn diff(a: &Report, b: &Report) -> Vec<String> {
         // Not where the kernel's state picks the lock (cells marked ~).
         let state_decides = !ca.state_decides.is_empty() || !cb.state_decides.is_empty();
         let lock_differs = ca.lock != "-" && cb.lock != "-" && ca.lock != cb.lock && !state_decides;
-        // `~` says the kernel's state decides; the answer is the rest.
-        let answer_of = |c: &Cell| c.symbol().replace('~', "");
+        // The answer, whichever evidence gave it (a derived `w` is the
+        // answer of a printed `W`); `~` says the kernel's state decides.
+        let answer_of = |c: &Cell| c.symbol().replace('~', "").to_ascii_uppercase();
         if answer_of(ca) != answer_of(cb) || lock_differs {
             let path = if ca.matrix {
                 String::new()
