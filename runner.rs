@@ -57,6 +57,37 @@ struct WarmUp {
     drains_seen: u64,
 }
 
+/// What an allocating section counted (`State::allocate_in_section`).
+#[derive(Default)]
+struct Tally {
+    iterations: u32,
+    failed: u32,
+    /// Duration of the first allocation that took zone->lock, 0 if none did.
+    zone_locked_alloc_ns: u64,
+    cpu_first: u32,
+    cpu_last: u32,
+    /// A page the full vector could not take, freed after the section.
+    spare: Option<sys::Allocation>,
+}
+
+/// The path an allocating cell took, from the events its section raised.
+fn allocation_path(cell: AllocCell, r: &CellResult) -> &'static str {
+    let slab = ALLOCATORS[cell.alloc].slab;
+    if r.allocated > 0 && cell.path == Path::Slowpath {
+        "slowpath"
+    } else if slab && r.page_events > 0 {
+        "new_slab"
+    } else if r.zone_locked_pages + r.extfrag_events > 0 {
+        "zone_lock"
+    } else if r.allocated == 0 {
+        "none"
+    } else if !slab && cell.order > sys::PCP_MAX_ORDER {
+        "unseen"
+    } else {
+        "pcp"
+    }
+}
+
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Stats {
     min: u64,
@@ -642,12 +673,10 @@ impl State {
         }
     }
 
-    /// One run of an allocation cell: warm-up for `path=pcp`, then the
-    /// section, then the frees.
+    /// One run of an allocation cell: its vectors reserved, then the
+    /// section of its kind of row.
     fn alloc_section(&self, cell: AllocCell) -> Result<CellResult> {
         let def = &ALLOCATORS[cell.alloc];
-        let gfp = MASKS[cell.mask].gfp;
-        let n = cell.n as usize;
         // Reserved before the section: nothing inside it may allocate, and
         // no page is dropped (freed) inside it (a freeing cell frees them
         // there, on purpose). Up to MAX_ITERATIONS
@@ -659,20 +688,31 @@ impl State {
         } = &mut *scratch;
         pages.clear();
         times.clear();
-        pages.reserve(n, GFP_KERNEL)?;
+        pages.reserve(cell.n as usize, GFP_KERNEL)?;
         if def.rcu {
             return self.rcu_section(cell, pages);
         }
         if def.frees {
             return self.free_section(cell, pages);
         }
-        times.reserve(n, GFP_KERNEL)?;
+        times.reserve(cell.n as usize, GFP_KERNEL)?;
+        self.page_section(cell, pages, times)
+    }
+
+    /// An allocating cell: warm-up for `path=pcp`, memory drained for
+    /// `path=slowpath`, then the section, then the frees.
+    fn page_section(
+        &self,
+        cell: AllocCell,
+        pages: &mut KVVec<sys::Allocation>,
+        times: &mut KVVec<u64>,
+    ) -> Result<CellResult> {
+        let def = &ALLOCATORS[cell.alloc];
+        let gfp = MASKS[cell.mask].gfp;
         let warm_up = match cell.path {
-            Path::Pcp => Some(self.warm_pcp(def, gfp, cell.order, n)?),
-            // The kfree_rcu() paths are rcu_section()'s.
+            Path::Pcp => Some(self.warm_pcp(def, gfp, cell.order, cell.n as usize)?),
             _ => None,
         };
-        let warmed_cpu = warm_up.map(|w| w.cpu);
         let mut r = CellResult::new(Cell::Alloc(cell), Outcome::Ran);
         r.calls_might_sleep = sys::may_block(gfp);
         // The slow path's state: memory drained, held until after the
@@ -690,68 +730,21 @@ impl State {
         } else {
             (None, None)
         };
-        let (mut iterations, mut failed) = (0u32, 0u32);
-        let mut zone_locked_alloc_ns = 0u64;
-        let (mut cpu_first, mut cpu_last) = (0u32, 0u32);
-        let mut spare = None;
+        let tally = self.allocate_in_section(&mut r, cell, pages, times);
         let detector = &self.detector;
-
-        // Observation starts after the warm-up: its reports and its trips
-        // through zone->lock are not the cell's.
-        self.observe_section(&mut r, cell.ctx, &mut || {
-            cpu_first = sys::current_cpu();
-            while (iterations as usize) < n {
-                let buddy_before = detector.buddy_events();
-                // NMI-safe clock: the body may run in an NMI.
-                let t0 = sys::now_ns();
-                let page = (def.alloc)(gfp, cell.order);
-                let ns = sys::now_ns().saturating_sub(t0);
-                let _ = times.push_within_capacity(ns);
-                if zone_locked_alloc_ns == 0 && detector.buddy_events() != buddy_before {
-                    zone_locked_alloc_ns = ns;
-                }
-                iterations += 1;
-                let got = page.is_some();
-                match page {
-                    Some(p) => {
-                        // At most `n` pages into `n` reserved slots; were
-                        // it ever full, the page waits in `spare`, to be
-                        // freed after the section like the others.
-                        if let Err(p) = pages.push_within_capacity(p) {
-                            spare = Some(p);
-                            break;
-                        }
-                    }
-                    None => failed += 1,
-                }
-                // The zone_lock path is driven until it has been taken, the
-                // new_slab path until the slab allocator went to the page
-                // allocator, or until the allocator refuses (it would
-                // refuse again).
-                let reached = match cell.path {
-                    Path::ZoneLock => detector.buddy_events() > 0,
-                    Path::NewSlab => detector.page_allocs.load(Relaxed) > 0,
-                    _ => continue,
-                };
-                if reached || !got {
-                    break;
-                }
-            }
-            cpu_last = sys::current_cpu();
-        });
         r.zone_locked_pages = detector.zone_locked.load(Relaxed);
         r.page_events = detector.page_allocs.load(Relaxed);
         r.extfrag_events = detector.extfrag.load(Relaxed);
         r.kswapd_wakeups = detector.kswapd_wakeups.load(Relaxed);
-        r.allocated = (pages.len() + usize::from(spare.is_some())) as u32;
+        r.allocated = (pages.len() + usize::from(tally.spare.is_some())) as u32;
         // Read before the frees below, which may drain a list themselves.
-        let drained_since_warm_up = warm_up
-            .is_some_and(|w| self.detector.pcpu_drained_total.load(Relaxed) != w.drains_seen);
+        let drained_since_warm_up =
+            warm_up.is_some_and(|w| detector.pcpu_drained_total.load(Relaxed) != w.drains_seen);
         // Freed outside the section (freeing takes the same locks), while
         // still observed: a report from freeing would be the cell's (for
         // the hardirq row, whose body alone is attributed, unattributed).
         pages.clear();
-        drop(spare);
+        drop(tally.spare);
         r.alloc_warnings = detector.alloc_warnings.load(Relaxed);
         self.end_observation(&mut r);
         // A page cell that refilled under zone->lock after the kernel
@@ -765,28 +758,74 @@ impl State {
         // warn_alloc() prints once per 10 s, system-wide: a failure without
         // __GFP_NOWARN that printed nothing met a spent rate limit, and its
         // report (show_mem() takes zone->lock) is missing.
-        if def.warns && failed > 0 && gfp & sys::GFP_NOWARN == 0 && r.alloc_warnings == 0 {
+        if def.warns && tally.failed > 0 && gfp & sys::GFP_NOWARN == 0 && r.alloc_warnings == 0 {
             r.unsettled = r.unsettled.or(Some(WARN_SPENT));
         }
-        r.iterations = iterations;
-        r.failed = failed;
-        r.migrated = warmed_cpu.is_some_and(|w| w != cpu_first || cpu_first != cpu_last);
-        r.path = if r.allocated > 0 && cell.path == Path::Slowpath {
-            "slowpath"
-        } else if def.slab && r.page_events > 0 {
-            "new_slab"
-        } else if r.zone_locked_pages + r.extfrag_events > 0 {
-            "zone_lock"
-        } else if r.allocated == 0 {
-            "none"
-        } else if !def.slab && cell.order > sys::PCP_MAX_ORDER {
-            "unseen"
-        } else {
-            "pcp"
-        };
+        r.iterations = tally.iterations;
+        r.failed = tally.failed;
+        r.migrated =
+            warm_up.is_some_and(|w| w.cpu != tally.cpu_first || tally.cpu_first != tally.cpu_last);
+        r.path = allocation_path(cell, &r);
         r.alloc_ns = Stats::of(times);
-        r.zone_locked_alloc_ns = zone_locked_alloc_ns;
+        r.zone_locked_alloc_ns = tally.zone_locked_alloc_ns;
         Ok(r)
+    }
+
+    /// The section of an allocating cell: allocates up to `n` times, into
+    /// `pages` (reserved), timing each, until its path was reached (the
+    /// zone_lock path until the buddy lists served, the new_slab path
+    /// until the slab allocator took a page) or the allocator refused (it
+    /// would refuse again). Observation starts here, after any warm-up:
+    /// its reports and trips through zone->lock are not the cell's.
+    fn allocate_in_section(
+        &self,
+        r: &mut CellResult,
+        cell: AllocCell,
+        pages: &mut KVVec<sys::Allocation>,
+        times: &mut KVVec<u64>,
+    ) -> Tally {
+        let def = &ALLOCATORS[cell.alloc];
+        let gfp = MASKS[cell.mask].gfp;
+        let detector = &self.detector;
+        let mut t = Tally::default();
+        self.observe_section(r, cell.ctx, &mut || {
+            t.cpu_first = sys::current_cpu();
+            while t.iterations < cell.n {
+                let buddy_before = detector.buddy_events();
+                // NMI-safe clock: the body may run in an NMI.
+                let t0 = sys::now_ns();
+                let page = (def.alloc)(gfp, cell.order);
+                let ns = sys::now_ns().saturating_sub(t0);
+                let _ = times.push_within_capacity(ns);
+                if t.zone_locked_alloc_ns == 0 && detector.buddy_events() != buddy_before {
+                    t.zone_locked_alloc_ns = ns;
+                }
+                t.iterations += 1;
+                let got = page.is_some();
+                match page {
+                    // At most `n` pages into `n` reserved slots; were it
+                    // ever full, the page waits in `spare`, to be freed
+                    // after the section like the others.
+                    Some(p) => {
+                        if let Err(p) = pages.push_within_capacity(p) {
+                            t.spare = Some(p.0);
+                            break;
+                        }
+                    }
+                    None => t.failed += 1,
+                }
+                let reached = match cell.path {
+                    Path::ZoneLock => detector.buddy_events() > 0,
+                    Path::NewSlab => detector.page_allocs.load(Relaxed) > 0,
+                    _ => continue,
+                };
+                if reached || !got {
+                    break;
+                }
+            }
+            t.cpu_last = sys::current_cpu();
+        });
+        t
     }
 
     /// Runs `body` in the context of `ctx`, observed by the detector, and

@@ -216,6 +216,46 @@ bad() {
 	bad_spec "$1" "$3"
 }
 
+# badinput_rows: the refusals of the rows a kernel may lack (slab, the
+# kfree_rcu() rows, the nmi row), where this kernel has them.
+badinput_rows() {
+	# The slab rows' own refusals, where the kernel has them.
+	if grep -q ' alloc=kmalloc ' "$DEBUGFS/cases"; then
+		bad "page path on a slab row" "ctx=process alloc=kmalloc gfp=GFP_ATOMIC path=zone_lock" "takes no path=zone_lock"
+		bad "slab free on the slow path" "ctx=process alloc=kfree gfp=0 path=new_slab" "takes no path=new_slab (its paths: pcp)"
+		bad "mask the slab rows leave out" "ctx=process alloc=kmalloc gfp=__GFP_HIGH" "does not take gfp=__GFP_HIGH"
+		bad "slab per-cpu path with n=2" "ctx=process alloc=kmalloc gfp=GFP_ATOMIC path=pcp n=2" "n=1 only"
+		bad "slab row above order 0" "ctx=process alloc=kmalloc gfp=0 order=1" "order 0 only"
+	fi
+	# The kfree_rcu() rows' refusals: a free takes no mask, a sheaf path
+	# no more frees than leave the sheaf room, a page path is not theirs,
+	# a kfree_rcu() path is no page row's; PREEMPT_RT's kvfree_call_rcu()
+	# has no sheaf path.
+	if grep -q ' alloc=kfree_rcu ' "$DEBUGFS/cases"; then
+		rcu_path=$(sed -n 's/^ctx=process alloc=kfree_rcu .* path=\([a-z_]*\) .*/\1/p' "$DEBUGFS/cases")
+		bad "mask on a kfree_rcu() row" "ctx=process alloc=kfree_rcu gfp=GFP_ATOMIC" "does not take gfp=GFP_ATOMIC"
+		bad "page path on a kfree_rcu() row" "ctx=process alloc=kvfree_rcu_mightsleep gfp=0 path=zone_lock" "takes no path=zone_lock"
+		bad "kfree_rcu() path on a page row" "ctx=process alloc=get_free_page gfp=0 path=barn" "takes no path=barn"
+		bad "kfree_rcu() row above order 0" "ctx=process alloc=kfree_rcu gfp=0 order=1" "order 0 only"
+		if [ "$rcu_path" = krc ]; then
+			bad "sheaf path where kvfree_call_rcu() skips the sheaves" "ctx=process alloc=kfree_rcu gfp=0 path=sheaf" "takes no path=sheaf (its paths: krc, krc_empty)"
+		else
+			bad "sheaf path past the sheaf's room" "ctx=process alloc=kfree_rcu gfp=0 path=sheaf n=33" "n up to 32"
+			bad "bulk path where the sheaves come first" "ctx=process alloc=kfree_rcu gfp=0 path=krc" "takes no path=krc (its paths: barn, sheaf, new_sheaf)"
+			bad "emptied bulk path where the sheaves come first" "ctx=process alloc=kvfree_rcu_mightsleep gfp=0 path=krc_empty" "takes no path=krc_empty"
+		fi
+	fi
+	# Only allocators callable from any context run in the nmi row.
+	if grep -q '^ctx=nmi ' "$DEBUGFS/cases"; then
+		bad "allocator not legal in NMI" "ctx=nmi alloc=get_free_page gfp=0" "callable from any context"
+		bad "freeing row in NMI" "ctx=nmi alloc=free_page gfp=0" "callable from any context"
+		! grep -q ' alloc=kfree ' "$DEBUGFS/cases" ||
+			bad "slab free in NMI" "ctx=nmi alloc=kfree gfp=0" "callable from any context"
+		! grep -q ' alloc=kfree_rcu ' "$DEBUGFS/cases" ||
+			bad "kfree_rcu() in NMI" "ctx=nmi alloc=kfree_rcu gfp=0" "callable from any context"
+	fi
+}
+
 phase_badinput() {
 	load_module
 	good="ctx=process alloc=get_free_page"
@@ -254,41 +294,7 @@ phase_badinput() {
 	bad "slab path on a page row" "ctx=process alloc=get_free_page gfp=GFP_ATOMIC path=new_slab" "takes no path=new_slab"
 	bad "page free on the slow path" "ctx=process alloc=free_page gfp=0 path=slowpath" "takes no path=slowpath (its paths: zone_lock, pcp)"
 	bad "per-cpu free above the per-cpu orders" "ctx=process alloc=free_pages gfp=0 path=pcp" "per-cpu lists"
-	# The slab rows' own refusals, where the kernel has them.
-	if grep -q ' alloc=kmalloc ' "$DEBUGFS/cases"; then
-		bad "page path on a slab row" "ctx=process alloc=kmalloc gfp=GFP_ATOMIC path=zone_lock" "takes no path=zone_lock"
-		bad "slab free on the slow path" "ctx=process alloc=kfree gfp=0 path=new_slab" "takes no path=new_slab (its paths: pcp)"
-		bad "mask the slab rows leave out" "ctx=process alloc=kmalloc gfp=__GFP_HIGH" "does not take gfp=__GFP_HIGH"
-		bad "slab per-cpu path with n=2" "ctx=process alloc=kmalloc gfp=GFP_ATOMIC path=pcp n=2" "n=1 only"
-		bad "slab row above order 0" "ctx=process alloc=kmalloc gfp=0 order=1" "order 0 only"
-	fi
-	# The kfree_rcu() rows' refusals: a free takes no mask, a sheaf path
-	# no more frees than leave the sheaf room, a page path is not theirs,
-	# a kfree_rcu() path is no page row's; PREEMPT_RT's kvfree_call_rcu()
-	# has no sheaf path.
-	if grep -q ' alloc=kfree_rcu ' "$DEBUGFS/cases"; then
-		rcu_path=$(sed -n 's/^ctx=process alloc=kfree_rcu .* path=\([a-z_]*\) .*/\1/p' "$DEBUGFS/cases")
-		bad "mask on a kfree_rcu() row" "ctx=process alloc=kfree_rcu gfp=GFP_ATOMIC" "does not take gfp=GFP_ATOMIC"
-		bad "page path on a kfree_rcu() row" "ctx=process alloc=kvfree_rcu_mightsleep gfp=0 path=zone_lock" "takes no path=zone_lock"
-		bad "kfree_rcu() path on a page row" "ctx=process alloc=get_free_page gfp=0 path=barn" "takes no path=barn"
-		bad "kfree_rcu() row above order 0" "ctx=process alloc=kfree_rcu gfp=0 order=1" "order 0 only"
-		if [ "$rcu_path" = krc ]; then
-			bad "sheaf path where kvfree_call_rcu() skips the sheaves" "ctx=process alloc=kfree_rcu gfp=0 path=sheaf" "takes no path=sheaf (its paths: krc, krc_empty)"
-		else
-			bad "sheaf path past the sheaf's room" "ctx=process alloc=kfree_rcu gfp=0 path=sheaf n=33" "n up to 32"
-			bad "bulk path where the sheaves come first" "ctx=process alloc=kfree_rcu gfp=0 path=krc" "takes no path=krc (its paths: barn, sheaf, new_sheaf)"
-			bad "emptied bulk path where the sheaves come first" "ctx=process alloc=kvfree_rcu_mightsleep gfp=0 path=krc_empty" "takes no path=krc_empty"
-		fi
-	fi
-	# Only allocators callable from any context run in the nmi row.
-	if grep -q '^ctx=nmi ' "$DEBUGFS/cases"; then
-		bad "allocator not legal in NMI" "ctx=nmi alloc=get_free_page gfp=0" "callable from any context"
-		bad "freeing row in NMI" "ctx=nmi alloc=free_page gfp=0" "callable from any context"
-		! grep -q ' alloc=kfree ' "$DEBUGFS/cases" ||
-			bad "slab free in NMI" "ctx=nmi alloc=kfree gfp=0" "callable from any context"
-		! grep -q ' alloc=kfree_rcu ' "$DEBUGFS/cases" ||
-			bad "kfree_rcu() in NMI" "ctx=nmi alloc=kfree_rcu gfp=0" "callable from any context"
-	fi
+	badinput_rows
 	printf 'ctx=process\000alloc=get_free_page gfp=0' >/tmp/spec
 	bad_spec "NUL byte" "control character 0x0"
 	printf 'ctx=\377\376 alloc=get_free_page gfp=0' >/tmp/spec

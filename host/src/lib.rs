@@ -159,14 +159,14 @@ fn site_name(site: &str) -> String {
     }
 }
 
-fn ran() -> String {
-    "ran".to_string()
+/// The `key=value` fields of one results line.
+struct Fields<'a> {
+    line: &'a str,
+    kv: BTreeMap<&'a str, &'a str>,
 }
 
-impl Cell {
-    /// Parses one line of the module's `results` file (with or without the
-    /// guest's `# RESULT ` prefix).
-    pub fn parse(line: &str) -> Result<Cell, String> {
+impl<'a> Fields<'a> {
+    fn parse(line: &'a str) -> Result<Self, String> {
         let line = line.trim().trim_start_matches("# RESULT ").trim();
         let mut kv = BTreeMap::new();
         for token in line.split_ascii_whitespace() {
@@ -175,101 +175,130 @@ impl Cell {
                 .ok_or_else(|| format!("token '{token}' is not key=value in: {line}"))?;
             kv.insert(k, v);
         }
-        let get = |k: &str| {
-            kv.get(k)
-                .copied()
-                .ok_or_else(|| format!("missing {k}= in: {line}"))
-        };
-        let num = |k: &str| -> Result<u64, String> {
-            get(k)?
-                .parse::<u64>()
-                .map_err(|_| format!("{k}= is not a number in: {line}"))
-        };
-        let kind = get("kind")?.to_string();
-        let mut reports = BTreeMap::new();
-        for k in REPORT_KINDS {
-            reports.insert(k.to_string(), num(k)?);
+        Ok(Self { line, kv })
+    }
+
+    fn get(&self, k: &str) -> Result<&'a str, String> {
+        self.kv
+            .get(k)
+            .copied()
+            .ok_or_else(|| format!("missing {k}= in: {}", self.line))
+    }
+
+    fn num(&self, k: &str) -> Result<u64, String> {
+        self.get(k)?
+            .parse::<u64>()
+            .map_err(|_| format!("{k}= is not a number in: {}", self.line))
+    }
+
+    /// A number older outputs may lack.
+    fn num_or(&self, k: &str, default: u64) -> Result<u64, String> {
+        match self.kv.get(k) {
+            Some(_) => self.num(k),
+            None => Ok(default),
         }
-        let (spec, allocator, gfp, order, requested_path) = match kind.as_str() {
-            "alloc" => (
+    }
+
+    /// A name, `-` where the line has none.
+    fn or_dash(&self, k: &str) -> String {
+        self.kv.get(k).copied().unwrap_or("-").to_string()
+    }
+
+    /// What names the cell: its spec, allocator (a control's name), mask,
+    /// order and the path it asked for.
+    fn identity(&self, kind: &str) -> Result<(String, String, String, u32, String), String> {
+        match kind {
+            "alloc" => Ok((
                 format!(
                     "ctx={} alloc={} gfp={} order={} path={} n={}",
-                    get("ctx")?,
-                    get("alloc")?,
-                    get("gfp")?,
-                    get("order")?,
-                    get("path")?,
-                    get("n")?
+                    self.get("ctx")?,
+                    self.get("alloc")?,
+                    self.get("gfp")?,
+                    self.get("order")?,
+                    self.get("path")?,
+                    self.get("n")?
                 ),
-                get("alloc")?.to_string(),
-                get("gfp")?.to_string(),
-                num("order")? as u32,
-                get("path")?.to_string(),
-            ),
-            "control" => (
-                format!("control={}", get("control")?),
-                get("control")?.to_string(),
+                self.get("alloc")?.to_string(),
+                self.get("gfp")?.to_string(),
+                self.num("order")? as u32,
+                self.get("path")?.to_string(),
+            )),
+            "control" => Ok((
+                format!("control={}", self.get("control")?),
+                self.get("control")?.to_string(),
                 "-".to_string(),
                 0,
                 "none".to_string(),
-            ),
-            other => return Err(format!("unknown kind={other} in: {line}")),
-        };
-        let requested_path_is_zone_lock = requested_path == "zone_lock";
+            )),
+            other => Err(format!("unknown kind={other} in: {}", self.line)),
+        }
+    }
+}
+
+fn ran() -> String {
+    "ran".to_string()
+}
+
+impl Cell {
+    /// Parses one line of the module's `results` file (with or without the
+    /// guest's `# RESULT ` prefix).
+    pub fn parse(line: &str) -> Result<Cell, String> {
+        let f = Fields::parse(line)?;
+        let kind = f.get("kind")?.to_string();
+        let mut reports = BTreeMap::new();
+        for k in REPORT_KINDS {
+            reports.insert(k.to_string(), f.num(k)?);
+        }
+        let (spec, allocator, gfp, order, requested_path) = f.identity(&kind)?;
+        let traced = f.kv.contains_key("locks");
         Ok(Cell {
+            matrix: match f.kv.get("matrix") {
+                Some(_) => f.num("matrix")? == 1,
+                None => requested_path == "zone_lock",
+            },
             spec,
             kind,
-            context: get("context")?.to_string(),
+            context: f.get("context")?.to_string(),
             allocator,
             gfp,
             order,
             requested_path,
-            path: get("observed_path")?.to_string(),
-            matrix: match kv.get("matrix") {
-                Some(_) => num("matrix")? == 1,
-                None => requested_path_is_zone_lock,
-            },
-            slab: match kv.get("slab") {
-                Some(_) => num("slab")? == 1,
-                None => false,
-            },
-            outcome: get("outcome")?.to_string(),
-            iterations: num("iterations")?,
-            allocated: num("allocated")?,
-            failed: num("failed")?,
-            lockdep_armed: num("lockdep_before")? == 1,
-            migrated: num("migrated")? == 1,
-            unsettled: kv.get("unsettled").copied().unwrap_or("-").to_string(),
-            alloc_warnings: match kv.get("alloc_warnings") {
-                Some(_) => num("alloc_warnings")?,
-                None => 0,
-            },
-            lock: kv.get("lock").copied().unwrap_or("-").to_string(),
-            lock_at: site_name(kv.get("lock_at").copied().unwrap_or("-")),
-            kswapd_wakeups: num("kswapd_wakeups")?,
+            path: f.get("observed_path")?.to_string(),
+            slab: f.num_or("slab", 0)? == 1,
+            outcome: f.get("outcome")?.to_string(),
+            iterations: f.num("iterations")?,
+            allocated: f.num("allocated")?,
+            failed: f.num("failed")?,
+            lockdep_armed: f.num("lockdep_before")? == 1,
+            migrated: f.num("migrated")? == 1,
+            unsettled: f.or_dash("unsettled"),
+            alloc_warnings: f.num_or("alloc_warnings", 0)?,
+            lock: f.or_dash("lock"),
+            lock_at: site_name(&f.or_dash("lock_at")),
+            kswapd_wakeups: f.num("kswapd_wakeups")?,
             reports,
             alloc_ns: Stats {
-                min: num("alloc_ns_min")?,
-                median: num("alloc_ns_median")?,
-                max: num("alloc_ns_max")?,
+                min: f.num("alloc_ns_min")?,
+                median: f.num("alloc_ns_median")?,
+                max: f.num("alloc_ns_max")?,
             },
-            zone_locked_alloc_ns: num("zone_locked_alloc_ns")?,
-            section_ns: num("section_ns")?,
-            lock_trace: kv.contains_key("locks"),
-            trace_whole: kv.contains_key("locks")
-                && kv.get("locks_held_after").is_none_or(|v| *v == "0")
-                && kv.get("locks_dropped").is_none_or(|v| *v == "0"),
+            zone_locked_alloc_ns: f.num("zone_locked_alloc_ns")?,
+            section_ns: f.num("section_ns")?,
+            lock_trace: traced,
+            trace_whole: traced
+                && f.num_or("locks_held_after", 0)? == 0
+                && f.num_or("locks_dropped", 0)? == 0,
             derived: DERIVED_KINDS
                 .iter()
-                .filter(|k| kv.contains_key(format!("derived_{k}").as_str()))
-                .map(|k| Ok((k.to_string(), num(&format!("derived_{k}"))?)))
+                .filter(|k| f.kv.contains_key(format!("derived_{k}").as_str()))
+                .map(|k| Ok((k.to_string(), f.num(&format!("derived_{k}"))?)))
                 .collect::<Result<_, String>>()?,
-            derived_lock: kv.get("derived_lock").copied().unwrap_or("-").to_string(),
-            sleep_report: kv.get("sleep_report").copied().unwrap_or("-").to_string(),
-            derived_at: kv.get("derived_at").copied().unwrap_or("-").to_string(),
-            sleep_check_open: kv.get("sleep_check_open") == Some(&"1"),
-            locks: match kv.get("locks") {
-                Some(v) => locks::parse(v).map_err(|e| format!("{e} in: {line}"))?,
+            derived_lock: f.or_dash("derived_lock"),
+            sleep_report: f.or_dash("sleep_report"),
+            derived_at: f.or_dash("derived_at"),
+            sleep_check_open: f.kv.get("sleep_check_open") == Some(&"1"),
+            locks: match f.kv.get("locks") {
+                Some(v) => locks::parse(v).map_err(|e| format!("{e} in: {}", f.line))?,
                 None => Vec::new(),
             },
             state_decides: Vec::new(),
@@ -1100,53 +1129,9 @@ fn slanted_height(name: &str) -> usize {
 
 /// A self-contained SVG heatmap of the flavors side by side.
 pub fn svg(reports: &[Report]) -> String {
-    const CELL: usize = 34;
-    const LABEL: usize = 170;
     let panels: Vec<_> = reports.iter().map(|r| (r, r.grid())).collect();
-    // Room above the grid for the allocator names drawn slanted (those
-    // wider than their group of columns).
-    let slanted_h = panels
-        .iter()
-        .flat_map(|(_, (_, cols))| column_groups(cols))
-        .filter(|(name, span)| !fits_flat(name, *span, CELL))
-        .map(|(name, _)| slanted_height(name))
-        .max()
-        .unwrap_or(0);
-    let top: usize = 130.max(96 + slanted_h);
-    let panel_w = |cols: usize| LABEL + cols * CELL + 30 + slanted_h / 2;
-    let width: usize = panels
-        .iter()
-        .map(|(_, (_, cols))| panel_w(cols.len()))
-        .sum::<usize>()
-        // The legend's longest line, drawn in full.
-        .max(
-            LEGEND
-                .lines()
-                .map(|l| l.chars().count() * SVG_CHAR_W + 20)
-                .max()
-                .unwrap_or(0),
-        )
-        .max(400);
-    let rows_max = panels
-        .iter()
-        .map(|(_, (rows, _))| rows.len())
-        .max()
-        .unwrap_or(0);
-    // Under each grid, the slow path cells, one line each.
-    const SLOW_LINE: usize = 16;
-    let slow_max = reports
-        .iter()
-        .map(|r| r.slow_path().len())
-        .max()
-        .unwrap_or(0);
-    let slow_top = top + rows_max * CELL + 24;
-    let slow_h = if slow_max > 0 {
-        (slow_max + 1) * SLOW_LINE + 10
-    } else {
-        0
-    };
-    let legend_h = LEGEND.lines().count() * 16 + 10;
-    let height = slow_top + slow_h + legend_h;
+    let layout = SvgLayout::of(&panels);
+    let (width, height) = (layout.width, layout.height);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -1161,117 +1146,215 @@ pub fn svg(reports: &[Report]) -> String {
             x0 + 10,
             xml_escape(&report.title())
         );
-        // Allocator names over their group of columns (slanted where the
-        // group is too narrow for them), mask names under them.
-        let mut j = 0;
-        for (name, span) in column_groups(cols) {
-            let (x1, x2) = (x0 + LABEL + j * CELL, x0 + LABEL + (j + span) * CELL);
-            let label = xml_escape(name);
-            let (xm, y) = ((x1 + x2) / 2, top - 72);
-            if fits_flat(name, span, CELL) {
-                let _ = write!(
-                    out,
-                    r#"<text x="{xm}" y="{y}" text-anchor="middle">{label}</text>"#
-                );
-            } else {
-                let _ = write!(
-                    out,
-                    r#"<text transform="translate({},{y}) rotate(-60)">{label}</text>"#,
-                    xm - 4
-                );
-            }
-            let _ = writeln!(
-                out,
-                r#"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
-                x1 + 2,
-                top - 66,
-                x2 - 2,
-                top - 66
-            );
-            j += span;
-        }
-        for (j, (_, gfp)) in cols.iter().enumerate() {
-            let x = x0 + LABEL + j * CELL + CELL / 2;
-            let _ = writeln!(
-                out,
-                r#"<text transform="translate({x},{}) rotate(-60)">{}</text>"#,
-                top - 6,
-                xml_escape(short_gfp(gfp))
-            );
-        }
-        for (i, row) in rows.iter().enumerate() {
-            let y = top + i * CELL;
-            let _ = writeln!(
-                out,
-                r#"<text x="{}" y="{}">{}</text>"#,
-                x0 + 10,
-                y + CELL / 2 + 4,
-                xml_escape(row)
-            );
-            for (j, (alloc, gfp)) in cols.iter().enumerate() {
-                let x = x0 + LABEL + j * CELL;
-                let sym = report
-                    .cell(row, alloc, gfp)
-                    .map_or(String::new(), Cell::symbol);
-                let _ = writeln!(
-                    out,
-                    r##"<rect x="{x}" y="{y}" width="{}" height="{}" fill="{}" stroke="#ffffff"><title>{} / {} / {}: {}</title></rect>"##,
-                    CELL,
-                    CELL,
-                    colour(&sym),
-                    xml_escape(row),
-                    xml_escape(alloc),
-                    xml_escape(gfp),
-                    xml_escape(&sym)
-                );
-                let _ = writeln!(
-                    out,
-                    r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
-                    x + CELL / 2,
-                    y + CELL / 2 + 4,
-                    xml_escape(&sym)
-                );
-            }
-        }
-        let slow = report.slow_path();
-        if !slow.is_empty() {
-            let _ = writeln!(
-                out,
-                r#"<text x="{}" y="{}" font-weight="bold">slow path (memory drained to the min watermark; k: kswapd woken)</text>"#,
-                x0 + 10,
-                slow_top + 10
-            );
-        }
-        for (i, (label, sym)) in slow.iter().enumerate() {
-            let y = slow_top + (i + 1) * SLOW_LINE;
-            let _ = writeln!(
-                out,
-                r##"<rect x="{}" y="{y}" width="{CELL}" height="{}" fill="{}" stroke="#ffffff"><title>{}: {}</title></rect><text x="{}" y="{}" text-anchor="middle">{}</text><text x="{}" y="{}">{}</text>"##,
-                x0 + 10,
-                SLOW_LINE - 1,
-                colour(sym.trim_end_matches('k')),
-                xml_escape(label),
-                xml_escape(sym),
-                x0 + 10 + CELL / 2,
-                y + SLOW_LINE - 4,
-                xml_escape(sym),
-                x0 + 16 + CELL,
-                y + SLOW_LINE - 4,
-                xml_escape(label)
-            );
-        }
-        x0 += panel_w(cols.len());
+        svg_column_heads(&mut out, x0, layout.top, cols);
+        svg_grid(&mut out, report, (rows, cols), x0, layout.top);
+        svg_slow_path(&mut out, report, x0, layout.slow_top);
+        x0 += layout.panel_w(cols.len());
     }
     for (i, line) in LEGEND.lines().enumerate() {
         let _ = writeln!(
             out,
             r#"<text x="10" y="{}">{}</text>"#,
-            height - legend_h + 12 + i * 16,
+            height - layout.legend_h + 12 + i * 16,
             xml_escape(line)
         );
     }
     out.push_str("</svg>\n");
     out
+}
+
+/// Side of a cell, width of the row labels, height of a slow path line.
+const SVG_CELL: usize = 34;
+const SVG_LABEL: usize = 170;
+const SVG_SLOW_LINE: usize = 16;
+
+/// Where the SVG's parts go.
+struct SvgLayout {
+    /// Room above the grid for allocator names drawn slanted.
+    slanted_h: usize,
+    top: usize,
+    slow_top: usize,
+    legend_h: usize,
+    width: usize,
+    height: usize,
+}
+
+type Panel<'a> = (&'a Report, (Vec<&'a str>, Vec<(&'a str, &'a str)>));
+
+impl SvgLayout {
+    fn of(panels: &[Panel<'_>]) -> Self {
+        // Room above the grid for the allocator names drawn slanted (those
+        // wider than their group of columns).
+        let slanted_h = panels
+            .iter()
+            .flat_map(|(_, (_, cols))| column_groups(cols))
+            .filter(|(name, span)| !fits_flat(name, *span, SVG_CELL))
+            .map(|(name, _)| slanted_height(name))
+            .max()
+            .unwrap_or(0);
+        let top: usize = 130.max(96 + slanted_h);
+        let mut layout = Self {
+            slanted_h,
+            top,
+            slow_top: 0,
+            legend_h: LEGEND.lines().count() * 16 + 10,
+            width: 0,
+            height: 0,
+        };
+        // The legend's longest line, drawn in full.
+        let legend_w = LEGEND
+            .lines()
+            .map(|l| l.chars().count() * SVG_CHAR_W + 20)
+            .max()
+            .unwrap_or(0);
+        let panels_w: usize = panels
+            .iter()
+            .map(|(_, (_, cols))| layout.panel_w(cols.len()))
+            .sum();
+        layout.width = panels_w.max(legend_w).max(400);
+        let rows_max = panels
+            .iter()
+            .map(|(_, (rows, _))| rows.len())
+            .max()
+            .unwrap_or(0);
+        // Under each grid, the slow path cells, one line each.
+        let slow_max = panels
+            .iter()
+            .map(|(r, _)| r.slow_path().len())
+            .max()
+            .unwrap_or(0);
+        layout.slow_top = top + rows_max * SVG_CELL + 24;
+        let slow_h = if slow_max > 0 {
+            (slow_max + 1) * SVG_SLOW_LINE + 10
+        } else {
+            0
+        };
+        layout.height = layout.slow_top + slow_h + layout.legend_h;
+        layout
+    }
+
+    fn panel_w(&self, cols: usize) -> usize {
+        SVG_LABEL + cols * SVG_CELL + 30 + self.slanted_h / 2
+    }
+}
+
+/// Allocator names over their group of columns (slanted where the group
+/// is too narrow for them), mask names under them.
+fn svg_column_heads(out: &mut String, x0: usize, top: usize, cols: &[(&str, &str)]) {
+    let mut j = 0;
+    for (name, span) in column_groups(cols) {
+        let (x1, x2) = (
+            x0 + SVG_LABEL + j * SVG_CELL,
+            x0 + SVG_LABEL + (j + span) * SVG_CELL,
+        );
+        let label = xml_escape(name);
+        let (xm, y) = ((x1 + x2) / 2, top - 72);
+        if fits_flat(name, span, SVG_CELL) {
+            let _ = write!(
+                out,
+                r#"<text x="{xm}" y="{y}" text-anchor="middle">{label}</text>"#
+            );
+        } else {
+            let _ = write!(
+                out,
+                r#"<text transform="translate({},{y}) rotate(-60)">{label}</text>"#,
+                xm - 4
+            );
+        }
+        let _ = writeln!(
+            out,
+            r#"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
+            x1 + 2,
+            top - 66,
+            x2 - 2,
+            top - 66
+        );
+        j += span;
+    }
+    for (j, (_, gfp)) in cols.iter().enumerate() {
+        let x = x0 + SVG_LABEL + j * SVG_CELL + SVG_CELL / 2;
+        let _ = writeln!(
+            out,
+            r#"<text transform="translate({x},{}) rotate(-60)">{}</text>"#,
+            top - 6,
+            xml_escape(short_gfp(gfp))
+        );
+    }
+}
+
+/// One panel's grid: a row label, then a coloured cell per column.
+fn svg_grid(
+    out: &mut String,
+    report: &Report,
+    (rows, cols): (&[&str], &[(&str, &str)]),
+    x0: usize,
+    top: usize,
+) {
+    for (i, row) in rows.iter().enumerate() {
+        let y = top + i * SVG_CELL;
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="{}">{}</text>"#,
+            x0 + 10,
+            y + SVG_CELL / 2 + 4,
+            xml_escape(row)
+        );
+        for (j, (alloc, gfp)) in cols.iter().enumerate() {
+            let x = x0 + SVG_LABEL + j * SVG_CELL;
+            let sym = report
+                .cell(row, alloc, gfp)
+                .map_or(String::new(), Cell::symbol);
+            let _ = writeln!(
+                out,
+                r##"<rect x="{x}" y="{y}" width="{}" height="{}" fill="{}" stroke="#ffffff"><title>{} / {} / {}: {}</title></rect>"##,
+                SVG_CELL,
+                SVG_CELL,
+                colour(&sym),
+                xml_escape(row),
+                xml_escape(alloc),
+                xml_escape(gfp),
+                xml_escape(&sym)
+            );
+            let _ = writeln!(
+                out,
+                r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+                x + SVG_CELL / 2,
+                y + SVG_CELL / 2 + 4,
+                xml_escape(&sym)
+            );
+        }
+    }
+}
+
+/// Under a panel's grid, its slow path cells, one line each.
+fn svg_slow_path(out: &mut String, report: &Report, x0: usize, slow_top: usize) {
+    let slow = report.slow_path();
+    if !slow.is_empty() {
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="{}" font-weight="bold">slow path (memory drained to the min watermark; k: kswapd woken)</text>"#,
+            x0 + 10,
+            slow_top + 10
+        );
+    }
+    for (i, (label, sym)) in slow.iter().enumerate() {
+        let y = slow_top + (i + 1) * SVG_SLOW_LINE;
+        let _ = writeln!(
+            out,
+            r##"<rect x="{}" y="{y}" width="{SVG_CELL}" height="{}" fill="{}" stroke="#ffffff"><title>{}: {}</title></rect><text x="{}" y="{}" text-anchor="middle">{}</text><text x="{}" y="{}">{}</text>"##,
+            x0 + 10,
+            SVG_SLOW_LINE - 1,
+            colour(sym.trim_end_matches('k')),
+            xml_escape(label),
+            xml_escape(sym),
+            x0 + 10 + SVG_CELL / 2,
+            y + SVG_SLOW_LINE - 4,
+            xml_escape(sym),
+            x0 + 16 + SVG_CELL,
+            y + SVG_SLOW_LINE - 4,
+            xml_escape(label)
+        );
+    }
 }
 
 #[cfg(test)]

@@ -100,9 +100,8 @@ impl Vm {
     /// Starts QEMU paused, with the machine of `state/qemu.args` and a copy
     /// of the state image, in the directory `dir`.
     fn start(opts: &Options, dir: &Path) -> Result<Vm, Failure> {
-        let unusable = |what: String| Failure::Unusable(what);
         let args = fs::read_to_string(opts.state.join("qemu.args"))
-            .map_err(|e| unusable(format!("no qemu.args: {e}")))?;
+            .map_err(|e| Failure::Unusable(format!("no qemu.args: {e}")))?;
         fs::create_dir_all(dir)
             .map_err(|e| Failure::Died(format!("cannot create {}: {e}", dir.display())))?;
         let image = dir.join("state.qcow2");
@@ -123,39 +122,11 @@ impl Vm {
         let _ = fs::remove_dir_all(&sockets);
         fs::create_dir_all(&sockets)
             .map_err(|e| Failure::Died(format!("cannot create {}: {e}", sockets.display())))?;
-        let (qmp_path, serial_path) = (sockets.join("qmp"), sockets.join("serial"));
         let console = dir.join("console.log");
-        let err = fs::File::create(dir.join("qemu.err"))
-            .map_err(|e| Failure::Died(format!("cannot create qemu.err: {e}")))?;
-        // QEMU itself, not under timeout(1): killing the child must kill
-        // QEMU (the command timeout is this program's).
-        let mut child = Command::new("qemu-system-x86_64")
-            .args(args.lines().filter(|l| !l.is_empty()))
-            .arg("-S")
-            .arg("-drive")
-            .arg(format!(
-                "if=none,id=rgnstate,format=qcow2,file={}",
-                image.display()
-            ))
-            .arg("-qmp")
-            .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
-            .arg("-serial")
-            .arg(format!("file:{}", console.display()))
-            .arg("-chardev")
-            .arg(format!(
-                "socket,id=rgn,path={},server=on,wait=off",
-                serial_path.display()
-            ))
-            .arg("-serial")
-            .arg("chardev:rgn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .map_err(|e| Failure::Died(format!("cannot run qemu-system-x86_64: {e}")))?;
+        let mut child = spawn_qemu(&args, dir, &image, &sockets, &console)?;
         let started = (|| {
-            let qmp = connect(&qmp_path, &mut child)?;
-            let serial = connect(&serial_path, &mut child)?;
+            let qmp = connect(&sockets.join("qmp"), &mut child)?;
+            let serial = connect(&sockets.join("serial"), &mut child)?;
             Ok::<_, String>((qmp, serial))
         })();
         let (qmp, serial) = match started {
@@ -166,7 +137,7 @@ impl Vm {
                 let qemu_err = fs::read_to_string(dir.join("qemu.err")).unwrap_or_default();
                 // QEMU refuses an image it cannot open: the state is bad.
                 if qemu_err.contains("state.qcow2") {
-                    return Err(unusable(first_line(&qemu_err)));
+                    return Err(Failure::Unusable(first_line(&qemu_err)));
                 }
                 return Err(Failure::Died(format!("{e}: {}", first_line(&qemu_err))));
             }
@@ -181,20 +152,27 @@ impl Vm {
             sockets,
             pending: Vec::new(),
         };
-        vm.serial
+        vm.greet()?;
+        Ok(vm)
+    }
+
+    /// Sets the sockets' timeouts, reads QMP's greeting and leaves its
+    /// capabilities negotiation mode.
+    fn greet(&mut self) -> Result<(), Failure> {
+        self.serial
             .set_read_timeout(Some(Duration::from_millis(200)))
             .map_err(|e| Failure::Died(format!("serial socket: {e}")))?;
-        vm.qmp
+        self.qmp
             .get_ref()
             .set_read_timeout(Some(Duration::from_secs(60)))
             .map_err(|e| Failure::Died(format!("QMP socket: {e}")))?;
         let mut greeting = String::new();
-        vm.qmp
+        self.qmp
             .read_line(&mut greeting)
             .map_err(|e| Failure::Died(format!("no QMP greeting: {e}")))?;
-        vm.qmp_command("qmp_capabilities", None)
+        self.qmp_command("qmp_capabilities", None)
             .map_err(Failure::Died)?;
-        Ok(vm)
+        Ok(())
     }
 
     /// One QMP command; its "return" value, or the error's description.
@@ -449,48 +427,7 @@ impl Runner {
     fn restore(&mut self, command: &str, dir: &Path) -> Result<Restore, Failure> {
         fs::create_dir_all(dir)
             .map_err(|e| Failure::Died(format!("cannot create {}: {e}", dir.display())))?;
-        let mut attempt = 0;
-        let t0 = loop {
-            attempt += 1;
-            if self.vm.is_none() {
-                self.vms += 1;
-                let vm_dir = self
-                    .opts
-                    .out
-                    .join(format!("qemu-{}-{}", self.name, self.vms));
-                match Vm::start(&self.opts, &vm_dir) {
-                    Ok(vm) => self.vm = Some(vm),
-                    Err(Failure::Died(why)) if attempt == 1 => {
-                        eprintln!(
-                            "rgn-restore: [{}] QEMU did not start ({why}); once more",
-                            self.opts.flavor
-                        );
-                        continue;
-                    }
-                    Err(f) => return Err(self.failed_before(f, dir)),
-                }
-            }
-            let vm = self.vm.as_mut().expect("started above");
-            let t0 = Instant::now();
-            match vm.restore() {
-                Ok(()) => break t0,
-                Err(Failure::Died(why)) if attempt == 1 => {
-                    // It died after the previous command answered (a
-                    // late oops, say): that restore's failure, not this
-                    // command's, recorded for the caller.
-                    let log = dir.join("console-before.log");
-                    if let Some(mut vm) = self.vm.take() {
-                        let _ = fs::write(&log, vm.take_console());
-                        vm.kill();
-                    }
-                    self.deaths.push(format!(
-                        "the VM died after its previous command had answered ({why}); its kernel log from then: {}",
-                        log.display()
-                    ));
-                }
-                Err(f) => return Err(self.failed_before(f, dir)),
-            }
-        };
+        let t0 = self.load(dir)?;
         let t_loaded = t0.elapsed();
         let vm = self.vm.as_mut().expect("restored above");
         let result = vm.run(command, self.opts.timeout);
@@ -524,6 +461,54 @@ impl Runner {
                     self.opts.timeout,
                     &dir.join("console.log"),
                 )))
+            }
+        }
+    }
+
+    /// Loads the saved state into a QEMU, started if there is none; one
+    /// that fails before the command was sent is replaced once. Returns
+    /// when the load began.
+    fn load(&mut self, dir: &Path) -> Result<Instant, Failure> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if self.vm.is_none() {
+                self.vms += 1;
+                let vm_dir = self
+                    .opts
+                    .out
+                    .join(format!("qemu-{}-{}", self.name, self.vms));
+                match Vm::start(&self.opts, &vm_dir) {
+                    Ok(vm) => self.vm = Some(vm),
+                    Err(Failure::Died(why)) if attempt == 1 => {
+                        eprintln!(
+                            "rgn-restore: [{}] QEMU did not start ({why}); once more",
+                            self.opts.flavor
+                        );
+                        continue;
+                    }
+                    Err(f) => return Err(self.failed_before(f, dir)),
+                }
+            }
+            let vm = self.vm.as_mut().expect("started above");
+            let t0 = Instant::now();
+            match vm.restore() {
+                Ok(()) => return Ok(t0),
+                Err(Failure::Died(why)) if attempt == 1 => {
+                    // It died after the previous command answered (a
+                    // late oops, say): that restore's failure, not this
+                    // command's, recorded for the caller.
+                    let log = dir.join("console-before.log");
+                    if let Some(mut vm) = self.vm.take() {
+                        let _ = fs::write(&log, vm.take_console());
+                        vm.kill();
+                    }
+                    self.deaths.push(format!(
+                        "the VM died after its previous command had answered ({why}); its kernel log from then: {}",
+                        log.display()
+                    ));
+                }
+                Err(f) => return Err(self.failed_before(f, dir)),
             }
         }
     }
@@ -698,7 +683,6 @@ const FIRST_CELL_RETRIES: u32 = 2;
 
 fn run_lane(opts: Options, lane: Lane) -> ExitCode {
     let t0 = Instant::now();
-    let flavor = opts.flavor.clone();
     let text = match fs::read_to_string(&lane.specs) {
         Ok(t) => t,
         Err(e) => {
@@ -709,182 +693,44 @@ fn run_lane(opts: Options, lane: Lane) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut queue: VecDeque<String> = text
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
-    let out = opts.out.clone();
     if let Err(Failure::Unusable(why) | Failure::Died(why)) = check_state(&opts.state) {
         return unusable(&opts, &why);
     }
+    let mut run = LaneRun {
+        out: opts.out.clone(),
+        flavor: opts.flavor.clone(),
+        lane: &lane,
+        queue: text
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect(),
+        put_back: std::collections::HashMap::new(),
+        failed: false,
+    };
     let mut runner = Runner::new(opts, &lane.name);
-    let mut n = 0;
-    let mut failed = false;
-    let mut put_back: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
-    // A spec travels in single quotes on the guest's command line.
-    let (quoted, rest): (Vec<String>, Vec<String>) =
-        queue.drain(..).partition(|c| c.contains('\''));
-    queue.extend(rest);
-    if !quoted.is_empty() {
-        failed = true;
-        let dir = out.join(format!("vm-restore-{}-0", lane.name));
-        let name = format!("{}-0", lane.name);
-        fail_cells(
-            &out,
-            &name,
-            &flavor,
-            &quoted,
-            "has a quote: it cannot be sent",
-            &dir,
-            &lane.list,
-        );
-    }
-    let mut last = String::new();
-    while !queue.is_empty() {
+    run.refuse_quoted();
+    let (mut n, mut last) = (0, String::new());
+    while !run.queue.is_empty() {
         n += 1;
         let name = format!("{}-{n}", lane.name);
-        let take = lane.chain.min(queue.len());
-        let chain: Vec<String> = queue.drain(..take).collect();
+        let take = lane.chain.min(run.queue.len());
+        let chain: Vec<String> = run.queue.drain(..take).collect();
         let _ = fs::write(
-            out.join(format!("restore-{name}.specs")),
+            run.out.join(format!("restore-{name}.specs")),
             chain.join("\n") + "\n",
         );
-        let dir = out.join(format!("vm-restore-{name}"));
+        let dir = run.out.join(format!("vm-restore-{name}"));
         let result = runner.restore(&chain_command(&chain), &dir);
         // The QEMU of the previous restore died after it answered.
-        failed |= record_deaths(&mut runner, &out, &flavor, &last, &lane.list);
+        run.failed |= record_deaths(&mut runner, &run.out, &run.flavor, &last, &lane.list);
         last = name.clone();
         match result {
-            Ok(r) => {
-                let raw = out.join(format!("restore-{name}.raw"));
-                let judged = out.join(format!("restore-{name}.out"));
-                let raw_text = String::from_utf8_lossy(&r.output).replace('\r', "");
-                let _ = fs::write(&raw, &raw_text);
-                let text = match judge(&lane.judge, &raw, &judged) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        eprintln!("rgn-restore: error: [{flavor}] {e}");
-                        String::new()
-                    }
-                };
-                let _ = append_line(&lane.list, &judged.display().to_string());
-                if r.status != 0 || text.is_empty() {
-                    eprintln!(
-                        "rgn-restore: error: [{flavor}] restore {name}: the chain exited with status {} and its judge printed {} bytes; see {}",
-                        r.status,
-                        text.len(),
-                        dir.display()
-                    );
-                    failed = true;
-                }
-                // The judged output repeats the guest's "# RETRY" lines
-                // (cells the chain did not reach), then adds one for each
-                // cell that ran but must run again.
-                let mut waiting: Vec<String> = text
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("# RETRY "))
-                    .map(String::from)
-                    .collect();
-                let mut judge_retries = waiting.clone();
-                for skipped in raw_text
-                    .lines()
-                    .take_while(|l| *l != "RGN-DMESG")
-                    .filter_map(|l| l.strip_prefix("# RETRY "))
-                {
-                    if let Some(i) = judge_retries.iter().position(|c| c == skipped) {
-                        judge_retries.remove(i);
-                    }
-                }
-                // Cells the guest neither ran nor left waiting were lost
-                // (a chain cut short): they fail by name.
-                let done = cells_done(&raw_text).min(chain.len());
-                let lost: Vec<String> = chain[done..]
-                    .iter()
-                    .filter(|c| !waiting.contains(c))
-                    .cloned()
-                    .collect();
-                if !lost.is_empty() {
-                    failed = true;
-                    fail_cells(
-                        &out,
-                        &name,
-                        &flavor,
-                        &lost,
-                        "was cut short",
-                        &dir,
-                        &lane.list,
-                    );
-                }
-                let mut first_again = false;
-                if judge_retries.contains(&chain[0]) {
-                    // A pristine state observes its first cell armed; a
-                    // first cell that must run again for another reason
-                    // goes back behind the next cell, a few times at most:
-                    // either way the lane cannot loop.
-                    let tries = put_back.entry(chain[0].clone()).or_insert(0);
-                    *tries += 1;
-                    let why = if !first_cell_armed(&raw_text) {
-                        Some("was not observed armed")
-                    } else if *tries > FIRST_CELL_RETRIES {
-                        Some("was not settled in three restores")
-                    } else {
-                        None
-                    };
-                    if let Some(i) = waiting.iter().rposition(|c| *c == chain[0]) {
-                        waiting.remove(i);
-                    }
-                    match why {
-                        Some(why) => {
-                            eprintln!(
-                                "rgn-restore: error: [{flavor}] '{}' {why} even from the saved state; see {}",
-                                chain[0],
-                                judged.display()
-                            );
-                            failed = true;
-                            fail_cells(&out, &name, &flavor, &chain[..1], why, &dir, &lane.list);
-                        }
-                        None => first_again = true,
-                    }
-                }
-                // Back to the queue in the chain's order (the case order).
-                let mut requeued = Vec::new();
-                for c in &chain {
-                    if let Some(i) = waiting.iter().position(|w| w == c) {
-                        requeued.push(waiting.remove(i));
-                    }
-                }
-                requeue(&mut queue, requeued.into_iter());
-                if first_again {
-                    let at = 1.min(queue.len());
-                    queue.insert(at, chain[0].clone());
-                }
-            }
-            Err(Failure::Died(why)) => {
-                // The cells before the one that was running when the guest
-                // died ran fine but went unjudged: they run again; the one
-                // running fails.
-                eprintln!("rgn-restore: error: {why}");
-                failed = true;
-                let partial = String::from_utf8_lossy(&runner.partial).replace('\r', "");
-                let culprit = cells_done(&partial).min(chain.len() - 1);
-                runner.partial.clear();
-                fail_cells(
-                    &out,
-                    &name,
-                    &flavor,
-                    &chain[culprit..=culprit],
-                    "was running when the guest died",
-                    &dir,
-                    &lane.list,
-                );
-                let mut others = chain;
-                others.remove(culprit);
-                requeue(&mut queue, others.into_iter());
-            }
+            Ok(r) => run.answered(&name, &chain, &r, &dir),
+            Err(Failure::Died(why)) => run.died(&mut runner, &name, chain, &why, &dir),
             Err(Failure::Unusable(why)) => {
-                requeue(&mut queue, chain.into_iter());
-                let rest: Vec<String> = queue.into_iter().collect();
+                requeue(&mut run.queue, chain.into_iter());
+                let rest: Vec<String> = run.queue.into_iter().collect();
                 let _ = fs::write(
                     &lane.specs,
                     rest.join("\n") + if rest.is_empty() { "" } else { "\n" },
@@ -895,15 +741,226 @@ fn run_lane(opts: Options, lane: Lane) -> ExitCode {
         }
     }
     runner.finish();
-    failed |= record_deaths(&mut runner, &out, &flavor, &last, &lane.list);
+    run.failed |= record_deaths(&mut runner, &run.out, &run.flavor, &last, &lane.list);
     let _ = fs::write(&lane.specs, "");
     eprintln!(
-        "rgn-restore: [{flavor}] lane {}: {n} restores in {:.1} s ({} QEMU started)",
+        "rgn-restore: [{}] lane {}: {n} restores in {:.1} s ({} QEMU started)",
+        run.flavor,
         lane.name,
         t0.elapsed().as_secs_f64(),
         runner.vms
     );
-    ExitCode::from(u8::from(failed))
+    ExitCode::from(u8::from(run.failed))
+}
+
+/// One lane's run: the cells waiting, and whether any failed.
+struct LaneRun<'a> {
+    out: PathBuf,
+    flavor: String,
+    lane: &'a Lane,
+    queue: VecDeque<String>,
+    /// How often each first cell of a chain went back behind the next.
+    put_back: std::collections::HashMap<String, u32>,
+    failed: bool,
+}
+
+impl LaneRun<'_> {
+    /// Fails `cells` of restore `name` by name (`fail_cells`).
+    fn fail(&mut self, name: &str, cells: &[String], why: &str, dir: &Path) {
+        self.failed = true;
+        fail_cells(
+            &self.out,
+            name,
+            &self.flavor,
+            cells,
+            why,
+            dir,
+            &self.lane.list,
+        );
+    }
+
+    /// A spec travels in single quotes on the guest's command line: one
+    /// with a quote fails before any restore.
+    fn refuse_quoted(&mut self) {
+        let (quoted, rest): (Vec<String>, Vec<String>) =
+            self.queue.drain(..).partition(|c| c.contains('\''));
+        self.queue.extend(rest);
+        if !quoted.is_empty() {
+            let dir = self.out.join(format!("vm-restore-{}-0", self.lane.name));
+            let name = format!("{}-0", self.lane.name);
+            self.fail(&name, &quoted, "has a quote: it cannot be sent", &dir);
+        }
+    }
+
+    /// A chain the guest answered: judged, its lost cells failed, the
+    /// cells to run again back in the queue in the chain's order.
+    fn answered(&mut self, name: &str, chain: &[String], r: &Restore, dir: &Path) {
+        let raw = self.out.join(format!("restore-{name}.raw"));
+        let judged = self.out.join(format!("restore-{name}.out"));
+        let raw_text = String::from_utf8_lossy(&r.output).replace('\r', "");
+        let _ = fs::write(&raw, &raw_text);
+        let text = judge(&self.lane.judge, &raw, &judged).unwrap_or_else(|e| {
+            eprintln!("rgn-restore: error: [{}] {e}", self.flavor);
+            String::new()
+        });
+        let _ = append_line(&self.lane.list, &judged.display().to_string());
+        if r.status != 0 || text.is_empty() {
+            eprintln!(
+                "rgn-restore: error: [{}] restore {name}: the chain exited with status {} and its judge printed {} bytes; see {}",
+                self.flavor,
+                r.status,
+                text.len(),
+                dir.display()
+            );
+            self.failed = true;
+        }
+        let (mut waiting, judge_retries) = retries(&text, &raw_text);
+        // Cells the guest neither ran nor left waiting were lost (a chain
+        // cut short): they fail by name.
+        let done = cells_done(&raw_text).min(chain.len());
+        let lost: Vec<String> = chain[done..]
+            .iter()
+            .filter(|c| !waiting.contains(c))
+            .cloned()
+            .collect();
+        if !lost.is_empty() {
+            self.fail(name, &lost, "was cut short", dir);
+        }
+        let first_again = judge_retries.contains(&chain[0])
+            && self.first_cell_again(name, chain, &raw_text, &mut waiting, (&judged, dir));
+        // Back to the queue in the chain's order (the case order).
+        let mut requeued = Vec::new();
+        for c in chain {
+            if let Some(i) = waiting.iter().position(|w| w == c) {
+                requeued.push(waiting.remove(i));
+            }
+        }
+        requeue(&mut self.queue, requeued.into_iter());
+        if first_again {
+            let at = 1.min(self.queue.len());
+            self.queue.insert(at, chain[0].clone());
+        }
+    }
+
+    /// A chain's first cell that the judge sent back. A pristine state
+    /// observes its first cell armed; a first cell that must run again for
+    /// another reason goes back behind the next cell (true), a few times at
+    /// most: either way the lane cannot loop.
+    fn first_cell_again(
+        &mut self,
+        name: &str,
+        chain: &[String],
+        raw_text: &str,
+        waiting: &mut Vec<String>,
+        (judged, dir): (&Path, &Path),
+    ) -> bool {
+        let tries = self.put_back.entry(chain[0].clone()).or_insert(0);
+        *tries += 1;
+        let why = if !first_cell_armed(raw_text) {
+            Some("was not observed armed")
+        } else if *tries > FIRST_CELL_RETRIES {
+            Some("was not settled in three restores")
+        } else {
+            None
+        };
+        if let Some(i) = waiting.iter().rposition(|c| *c == chain[0]) {
+            waiting.remove(i);
+        }
+        let Some(why) = why else {
+            return true;
+        };
+        eprintln!(
+            "rgn-restore: error: [{}] '{}' {why} even from the saved state; see {}",
+            self.flavor,
+            chain[0],
+            judged.display()
+        );
+        self.fail(name, &chain[..1], why, dir);
+        false
+    }
+
+    /// The guest died in a chain: the cells before the one that was
+    /// running ran fine but went unjudged, and run again; that one fails.
+    fn died(&mut self, runner: &mut Runner, name: &str, chain: Vec<String>, why: &str, dir: &Path) {
+        eprintln!("rgn-restore: error: {why}");
+        let partial = String::from_utf8_lossy(&runner.partial).replace('\r', "");
+        let culprit = cells_done(&partial).min(chain.len() - 1);
+        runner.partial.clear();
+        self.fail(
+            name,
+            &chain[culprit..=culprit],
+            "was running when the guest died",
+            dir,
+        );
+        let mut others = chain;
+        others.remove(culprit);
+        requeue(&mut self.queue, others.into_iter());
+    }
+}
+
+/// The cells of a judged chain to run again (its "# RETRY" lines: the
+/// guest's own, for cells the chain did not reach, then the judge's, for
+/// cells that ran but must run again), and the judge's alone.
+fn retries(judged: &str, raw: &str) -> (Vec<String>, Vec<String>) {
+    let waiting: Vec<String> = judged
+        .lines()
+        .filter_map(|l| l.strip_prefix("# RETRY "))
+        .map(String::from)
+        .collect();
+    let mut judge_retries = waiting.clone();
+    for skipped in raw
+        .lines()
+        .take_while(|l| *l != "RGN-DMESG")
+        .filter_map(|l| l.strip_prefix("# RETRY "))
+    {
+        if let Some(i) = judge_retries.iter().position(|c| c == skipped) {
+            judge_retries.remove(i);
+        }
+    }
+    (waiting, judge_retries)
+}
+
+/// Starts QEMU paused (`-S`) with the saved state's arguments, the copy of
+/// its image, a QMP socket and the guest's two serial ports: the console
+/// to a file, the command port to a socket. QEMU itself, not under
+/// timeout(1): killing the child must kill QEMU (the command timeout is
+/// this program's).
+fn spawn_qemu(
+    args: &str,
+    dir: &Path,
+    image: &Path,
+    sockets: &Path,
+    console: &Path,
+) -> Result<std::process::Child, Failure> {
+    let err = fs::File::create(dir.join("qemu.err"))
+        .map_err(|e| Failure::Died(format!("cannot create qemu.err: {e}")))?;
+    Command::new("qemu-system-x86_64")
+        .args(args.lines().filter(|l| !l.is_empty()))
+        .arg("-S")
+        .arg("-drive")
+        .arg(format!(
+            "if=none,id=rgnstate,format=qcow2,file={}",
+            image.display()
+        ))
+        .arg("-qmp")
+        .arg(format!(
+            "unix:{},server=on,wait=off",
+            sockets.join("qmp").display()
+        ))
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()))
+        .arg("-chardev")
+        .arg(format!(
+            "socket,id=rgn,path={},server=on,wait=off",
+            sockets.join("serial").display()
+        ))
+        .arg("-serial")
+        .arg("chardev:rgn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .map_err(|e| Failure::Died(format!("cannot run qemu-system-x86_64: {e}")))
 }
 
 /// Fails restore LAST for each QEMU the runner found dead after LAST had
