@@ -118,7 +118,7 @@ fn show_tables(_: &State, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "context {} {}", i, c.name)?;
     }
     for (i, m) in MASKS.iter().enumerate() {
-        writeln!(f, "mask {} {} {:#x}", i, m.name, m.gfp)?;
+        writeln!(f, "mask {} {} {:#x} short={}", i, m.name, m.gfp, m.short)?;
     }
     for (i, a) in ALLOCATORS.iter().enumerate() {
         writeln!(f, "allocator {} {} order={}", i, a.name, a.default_order)?;

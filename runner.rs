@@ -254,8 +254,12 @@ impl fmt::Display for CellResult {
         )?;
         write!(
             f,
-            " matrix={} slab={} iterations={} allocated={} failed={} attempts={} migrated={} zone_locked_pages={} page_events={} extfrag_events={} kswapd_wakeups={} alloc_warnings={} unsettled={}",
+            " matrix={} gfp_short={} slab={} iterations={} allocated={} failed={} attempts={} migrated={} zone_locked_pages={} page_events={} extfrag_events={} kswapd_wakeups={} alloc_warnings={} unsettled={}",
             u8::from(self.cell.in_matrix()),
+            match self.cell {
+                Cell::Alloc(a) => MASKS[a.mask].short,
+                Cell::Control { .. } => "-",
+            },
             u8::from(match self.cell {
                 Cell::Alloc(a) => ALLOCATORS[a.alloc].slab,
                 Cell::Control { .. } => false,

@@ -117,26 +117,32 @@ fn in_local_irq_disable(_: &Locks, f: &mut dyn FnMut()) {
 
 pub(crate) struct MaskDef {
     pub(crate) name: &'static str,
+    /// The column head the tables show (`rgn-report`, from the results).
+    pub(crate) short: &'static str,
     pub(crate) gfp: sys::Gfp,
 }
 
-const fn mask(name: &'static str, gfp: sys::Gfp) -> MaskDef {
-    MaskDef { name, gfp }
+const fn mask(name: &'static str, short: &'static str, gfp: sys::Gfp) -> MaskDef {
+    MaskDef { name, short, gfp }
 }
 
 /// GFP masks, named as in the kernel. `0` and `__GFP_HIGH` have no
 /// `__GFP_KSWAPD_RECLAIM`: no kswapd wakeup, as argued in the 2020
 /// `__GFP_NO_LOCKS` thread; `GFP_NOWAIT` and `GFP_ATOMIC` have it.
 pub(crate) const MASKS: &[MaskDef] = &[
-    mask("GFP_KERNEL", sys::GFP_KERNEL),
-    mask("GFP_NOWAIT", sys::GFP_NOWAIT),
-    mask("GFP_ATOMIC", sys::GFP_ATOMIC),
-    mask("0", 0),
-    mask("__GFP_HIGH", sys::GFP_HIGH),
-    mask("GFP_ATOMIC|__GFP_NOWARN", sys::GFP_ATOMIC | sys::GFP_NOWARN),
+    mask("GFP_KERNEL", "KERNEL", sys::GFP_KERNEL),
+    mask("GFP_NOWAIT", "NOWAIT", sys::GFP_NOWAIT),
+    mask("GFP_ATOMIC", "ATOMIC", sys::GFP_ATOMIC),
+    mask("0", "0", 0),
+    mask("__GFP_HIGH", "HIGH", sys::GFP_HIGH),
+    mask(
+        "GFP_ATOMIC|__GFP_NOWARN",
+        "AT|NW",
+        sys::GFP_ATOMIC | sys::GFP_NOWARN,
+    ),
     // GFP_NOWAIT without __GFP_KSWAPD_RECLAIM: the 2020 thread's candidate
     // for a lock-free mask.
-    mask("__GFP_NOWARN", sys::GFP_NOWARN),
+    mask("__GFP_NOWARN", "NOWARN", sys::GFP_NOWARN),
 ];
 
 pub(crate) type AllocFn = fn(sys::Gfp, u32) -> Option<sys::Allocation>;

@@ -48,6 +48,10 @@ pub struct Cell {
     pub allocator: String,
     /// The GFP mask, `-` for a control.
     pub gfp: String,
+    /// The mask's column head, as the module's table names it
+    /// (`gfp_short=`); the mask itself in older outputs.
+    #[serde(default)]
+    pub gfp_short: String,
     pub order: u32,
     /// The path the spec asked for: `zone_lock`, `pcp`, `slowpath`,
     /// `new_slab`, or `none` (controls).
@@ -259,6 +263,7 @@ impl Cell {
             spec,
             kind,
             context: f.get("context")?.to_string(),
+            gfp_short: f.kv.get("gfp_short").copied().unwrap_or(&gfp).to_string(),
             allocator,
             gfp,
             order,
@@ -516,7 +521,12 @@ impl Report {
             }
             v
         });
-        cols.sort_by_key(|c| (allocators.iter().position(|a| *a == c.0), mask_rank(c.1)));
+        cols.sort_by_key(|c| {
+            (
+                allocators.iter().position(|a| *a == c.0),
+                self.mask_rank(c.0, c.1),
+            )
+        });
         (rows, cols)
     }
 
@@ -528,6 +538,24 @@ impl Report {
                 && c.allocator == alloc
                 && c.gfp == gfp
         })
+    }
+
+    /// A mask's place under its allocator in the module's table: where
+    /// the pair first comes in the cells (the module's `run all` order,
+    /// see `sort_by_cases`: masks in table order under each allocator).
+    fn mask_rank(&self, alloc: &str, gfp: &str) -> usize {
+        self.cells
+            .iter()
+            .position(|c| c.allocator == alloc && c.gfp == gfp)
+            .unwrap_or(usize::MAX)
+    }
+
+    /// A mask's column head, as the module's table names it.
+    fn short_gfp<'a>(&'a self, gfp: &'a str) -> &'a str {
+        self.cells
+            .iter()
+            .find(|c| c.gfp == gfp && !c.gfp_short.is_empty())
+            .map_or(gfp, |c| c.gfp_short.as_str())
     }
 
     fn title(&self) -> String {
@@ -574,7 +602,7 @@ impl Report {
         let _ = writeln!(out, "{}", line.trim_end());
         let mut line = format!("{:<label$}", "");
         for (_, gfp) in &cols {
-            let _ = write!(line, "{:<width$}", format!("|{}", short_gfp(gfp)));
+            let _ = write!(line, "{:<width$}", format!("|{}", self.short_gfp(gfp)));
         }
         let _ = writeln!(out, "{}", line.trim_end());
         for row in &rows {
@@ -625,7 +653,7 @@ impl Report {
             (
                 rows.iter().position(|r| *r == c.context),
                 c.allocator != "get_free_page",
-                mask_rank(&c.gfp),
+                self.mask_rank(&c.allocator, &c.gfp),
             )
         });
         cells
@@ -638,7 +666,7 @@ impl Report {
                     _ => "?:",
                 };
                 (
-                    format!("{}/{alloc}{}", c.context, short_gfp(&c.gfp)),
+                    format!("{}/{alloc}{}", c.context, self.short_gfp(&c.gfp)),
                     format!("{}{kswapd}", c.symbol()),
                 )
             })
@@ -742,32 +770,6 @@ fn short_allocator(name: &str) -> &str {
         "kfree_rcu" => "kfree_rcu()",
         "kvfree_rcu_mightsleep" => "kvfree_rcu_mightsleep()",
         "kfree_rcu_nolock" => "kfree_rcu_nolock()",
-        other => other,
-    }
-}
-
-/// Masks in the order of the module's table; others after them.
-fn mask_rank(gfp: &str) -> usize {
-    const ORDER: [&str; 7] = [
-        "GFP_KERNEL",
-        "GFP_NOWAIT",
-        "GFP_ATOMIC",
-        "0",
-        "__GFP_HIGH",
-        "GFP_ATOMIC|__GFP_NOWARN",
-        "__GFP_NOWARN",
-    ];
-    ORDER.iter().position(|m| *m == gfp).unwrap_or(ORDER.len())
-}
-
-fn short_gfp(gfp: &str) -> &str {
-    match gfp {
-        "GFP_KERNEL" => "KERNEL",
-        "GFP_NOWAIT" => "NOWAIT",
-        "GFP_ATOMIC" => "ATOMIC",
-        "__GFP_HIGH" => "HIGH",
-        "GFP_ATOMIC|__GFP_NOWARN" => "AT|NW",
-        "__GFP_NOWARN" => "NOWARN",
         other => other,
     }
 }
@@ -1146,7 +1148,7 @@ pub fn svg(reports: &[Report]) -> String {
             x0 + 10,
             xml_escape(&report.title())
         );
-        svg_column_heads(&mut out, x0, layout.top, cols);
+        svg_column_heads(&mut out, report, (x0, layout.top), cols);
         svg_grid(&mut out, report, (rows, cols), x0, layout.top);
         svg_slow_path(&mut out, report, x0, layout.slow_top);
         x0 += layout.panel_w(cols.len());
@@ -1240,7 +1242,12 @@ impl SvgLayout {
 
 /// Allocator names over their group of columns (slanted where the group
 /// is too narrow for them), mask names under them.
-fn svg_column_heads(out: &mut String, x0: usize, top: usize, cols: &[(&str, &str)]) {
+fn svg_column_heads(
+    out: &mut String,
+    report: &Report,
+    (x0, top): (usize, usize),
+    cols: &[(&str, &str)],
+) {
     let mut j = 0;
     for (name, span) in column_groups(cols) {
         let (x1, x2) = (
@@ -1277,7 +1284,7 @@ fn svg_column_heads(out: &mut String, x0: usize, top: usize, cols: &[(&str, &str
             out,
             r#"<text transform="translate({x},{}) rotate(-60)">{}</text>"#,
             top - 6,
-            xml_escape(short_gfp(gfp))
+            xml_escape(report.short_gfp(gfp))
         );
     }
 }
