@@ -47,7 +47,8 @@
 //! section. Its cells run only where `memory_allows()` (runner.rs) finds
 //! the headroom that keeps `GFP_KERNEL` off direct reclaim.
 
-use crate::runner::{CellResult, Outcome, State};
+use crate::results::{CellResult, Outcome};
+use crate::runner::State;
 use crate::spec::{AllocCell, Cell, Path};
 use crate::sys;
 use crate::tables::{context_index, AllocatorDef, ALLOCATORS};

@@ -106,19 +106,28 @@ probes! {
     ];
 }
 
-/// Attaches every probe of `list` with `detector` as its data, all or none.
+/// Attaches every probe of `list` with `detector` as its data, all or none;
+/// `name_missing` logs a tracepoint the kernel lacks.
 ///
 /// # Safety
 ///
 /// `detector` must outlive the returned probes.
-pub(crate) unsafe fn attach(list: &[ProbeDef], detector: &Detector) -> Result<KVec<sys::Probe>> {
+pub(crate) unsafe fn attach(
+    list: &[ProbeDef],
+    detector: &Detector,
+    name_missing: bool,
+) -> Result<KVec<sys::Probe>> {
     let data: *const c_void = core::ptr::from_ref(detector).cast();
     let mut probes = KVec::with_capacity(list.len(), GFP_KERNEL)?;
     for p in list {
         // SAFETY: `p.func` is the trampoline `probes!` generated from the
         // tracepoint's own arguments; the caller keeps `detector` alive.
         let probe = unsafe { sys::Probe::attach(p.name, p.func as *mut c_void, data) }
-            .inspect_err(|_| pr_err!("cannot attach a probe to the {} tracepoint\n", p.name))?;
+            .inspect_err(|_| {
+                if name_missing {
+                    pr_err!("the {} tracepoint is missing: the kernel needs CONFIG_TRACEPOINTS (e.g. CONFIG_FTRACE=y with CONFIG_ENABLE_DEFAULT_TRACERS=y)\n", p.name)
+                }
+            })?;
         probes.push(probe, GFP_KERNEL)?;
     }
     Ok(probes)

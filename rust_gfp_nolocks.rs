@@ -32,7 +32,9 @@
 //!
 //! - `tables`: the contexts, masks, allocators and controls, one line each;
 //! - `spec`, `select`: the grammar of a cell, `cases`, selections by name;
-//! - `runner`: running a cell in its context, results and counters;
+//! - `runner`: running cells, one at a time, in their contexts;
+//! - `sections`: the page and slab rows' sections and the paths they took;
+//! - `results`: a cell's result, its results line, the counters;
 //! - `kfree_rcu`: the `kfree_rcu()` rows' setups and paths;
 //! - `mm`: whether memory allows a cell, and the slow path's state;
 //! - `detector`: the kernel's reports and events, through tracepoints;
@@ -62,7 +64,9 @@ mod kfree_rcu;
 mod locktrace;
 mod mm;
 mod probes;
+mod results;
 mod runner;
+mod sections;
 mod select;
 mod spec;
 mod sys;
@@ -153,11 +157,9 @@ impl GfpNoLocks {
     /// runs and its results have no lock trace.
     fn attach_probes(state: &State) -> Result<KVec<sys::Probe>> {
         // SAFETY: `state` outlives the probes (field order in `GfpNoLocks`).
-        let probes = unsafe { probes::attach(probes::LOAD_PROBES, &state.detector) }.inspect_err(|_| {
-            pr_err!("the kernel needs CONFIG_TRACEPOINTS (e.g. CONFIG_FTRACE=y with CONFIG_ENABLE_DEFAULT_TRACERS=y)\n")
-        })?;
+        let probes = unsafe { probes::attach(probes::LOAD_PROBES, &state.detector, true) }?;
         // SAFETY: The probes are dropped at once, while `state` lives.
-        match unsafe { probes::attach(probes::RUN_PROBES, &state.detector) } {
+        match unsafe { probes::attach(probes::RUN_PROBES, &state.detector, false) } {
             Ok(_) => state.lock_trace.store(true, Relaxed),
             Err(_) => pr_warn!("no lock_acquire/lock_release tracepoints (the kernel needs CONFIG_LOCKDEP), or no kmalloc/hrtimer_start: results have no lock trace, no verdicts from it and no kfree_rcu() paths\n"),
         }

@@ -325,13 +325,13 @@ impl AllocCell {
         }
         let sheaf = matches!(path, Path::Sheaf | Path::Barn | Path::NewSheaf);
         let n = match n {
-            Some(0) => return Err(Refusal::ZeroN),
             Some(n) if def.slab && path == Path::Pcp && n != SLAB_PCP_ITERATIONS => {
                 return Err(Refusal::SlabPcpN { alloc })
             }
             Some(n) if def.rcu && sheaf && n > MAX_RCU_SHEAF_ITERATIONS => {
                 return Err(Refusal::SheafN { alloc, path })
             }
+            Some(0) => return Err(Refusal::ZeroN),
             Some(n) => n,
             None => default_iterations(def, path, order),
         };

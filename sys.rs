@@ -3,8 +3,9 @@
 //! The FFI corner: the few kernel primitives the kernel crate has no
 //! abstraction for, each wrapped once so that the rest of the crate is
 //! safe code. One concern per file; the rest of the crate names them
-//! `sys::...` through the re-exports below. The only `unsafe` elsewhere is
-//! the tracepoint probes in `detector.rs` getting their data pointer back.
+//! `sys::...` through the re-exports below. The only `unsafe` outside
+//! `sys` is the tracepoint trampolines `probes.rs` generates (their data
+//! pointer and arguments) and the calls of `probes::attach()`.
 //!
 //! - `alloc`: GFP masks and owned allocations (pages, slab objects);
 //! - `rcu`: the `kfree_rcu()` rows' cache and calls;

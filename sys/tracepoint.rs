@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Tracepoint probes: attaching a probe to a builtin tracepoint found by
-//! name, and the probe signatures the detector implements.
+//! name (the probes themselves are declared in `probes.rs`).
 
 use core::ffi::{c_char, c_void};
 use kernel::{bindings, prelude::*};

@@ -263,7 +263,7 @@ impl Cell {
             spec,
             kind,
             context: f.get("context")?.to_string(),
-            gfp_short: f.kv.get("gfp_short").copied().unwrap_or(&gfp).to_string(),
+            gfp_short: f.kv.get("gfp_short").copied().unwrap_or("").to_string(),
             allocator,
             gfp,
             order,
@@ -291,8 +291,8 @@ impl Cell {
             section_ns: f.num("section_ns")?,
             lock_trace: traced,
             trace_whole: traced
-                && f.num_or("locks_held_after", 0)? == 0
-                && f.num_or("locks_dropped", 0)? == 0,
+                && f.kv.get("locks_held_after").is_none_or(|v| *v == "0")
+                && f.kv.get("locks_dropped").is_none_or(|v| *v == "0"),
             derived: DERIVED_KINDS
                 .iter()
                 .filter(|k| f.kv.contains_key(format!("derived_{k}").as_str()))
@@ -544,9 +544,17 @@ impl Report {
     /// the pair first comes in the cells (the module's `run all` order,
     /// see `sort_by_cases`: masks in table order under each allocator).
     fn mask_rank(&self, alloc: &str, gfp: &str) -> usize {
-        self.cells
+        // The matrix's cells first: other cells' cases (a spec file's) may
+        // come earlier, in another order.
+        let pair = |c: &Cell| c.allocator == alloc && c.gfp == gfp;
+        let in_matrix = self
+            .cells
             .iter()
-            .position(|c| c.allocator == alloc && c.gfp == gfp)
+            .filter(|c| c.kind == "alloc" && c.matrix)
+            .position(pair);
+        let anywhere = || self.cells.iter().position(pair);
+        in_matrix
+            .or_else(|| anywhere().map(|i| i + self.cells.len()))
             .unwrap_or(usize::MAX)
     }
 
@@ -1659,5 +1667,37 @@ mod tests {
         );
         let (lines, same) = same_answers(&a, &b);
         assert!(!same, "{lines:?}");
+    }
+
+    #[test]
+    fn columns_follow_the_module_table_whatever_came_first() {
+        // A spec file's cell (not the matrix's) announced before the matrix.
+        let pcp = LINE
+            .replace(" path=zone_lock n=4096", " path=pcp n=64")
+            .replace(
+                " observed_path=zone_lock ",
+                " observed_path=pcp matrix=0 gfp_short=ATOMIC ",
+            );
+        let kernel = LINE.replace("gfp=GFP_ATOMIC", "gfp=GFP_KERNEL").replace(
+            " observed_path=zone_lock ",
+            " observed_path=zone_lock matrix=1 gfp_short=KERNEL ",
+        );
+        let atomic = LINE.replace(
+            " observed_path=zone_lock ",
+            " observed_path=zone_lock matrix=1 gfp_short=ATOMIC ",
+        );
+        let cells = [pcp, kernel, atomic]
+            .map(|l| Cell::parse(&l).unwrap())
+            .to_vec();
+        let r = report(cells);
+        let (_, cols) = r.grid();
+        assert_eq!(
+            cols,
+            vec![
+                ("get_free_page", "GFP_KERNEL"),
+                ("get_free_page", "GFP_ATOMIC")
+            ]
+        );
+        assert!(r.table().contains("|KERNEL|ATOMIC"), "{}", r.table());
     }
 }
