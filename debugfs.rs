@@ -4,7 +4,7 @@
 //! `reset`, `settle`, `results`, `last`, `cases`, `tables`, `lockdep`,
 //! `contexts`, `sleep_check_wait` and `counters/`.
 
-use crate::detector::REPORT_KINDS;
+use crate::detector::{REPORT_KINDS, REPORT_SYMBOLS};
 use crate::runner::State;
 use crate::spec::{for_each_case, parse_spec, MAX_SPEC_LEN};
 use crate::sys;
@@ -125,6 +125,9 @@ fn show_tables(_: &State, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     }
     for (i, c) in CONTROLS.iter().enumerate() {
         writeln!(f, "control {} {} in {}", i, c.name, c.context)?;
+    }
+    for (i, (name, symbol)) in REPORT_KINDS.iter().zip(REPORT_SYMBOLS).enumerate() {
+        writeln!(f, "kind {} {} {}", i, name.to_str().unwrap_or("?"), symbol)?;
     }
     Ok(())
 }

@@ -24,6 +24,10 @@ pub(crate) const REPORT_KINDS: [&CStr; 5] = [
     c"lockdep_other",
     c"warning",
 ];
+/// The tables' symbol of each report kind, in `REPORT_KINDS` order: every
+/// results line names the kinds with them (`kinds=`), so the judge and
+/// `rgn-report` take both from the module.
+pub(crate) const REPORT_SYMBOLS: [char; 5] = ['W', 'S', 'A', 'L', '!'];
 const INVALID_WAIT_CONTEXT: usize = 0;
 const SLEEPING_IN_ATOMIC: usize = 1;
 const SCHEDULING_WHILE_ATOMIC: usize = 2;

@@ -3,7 +3,7 @@
 //! A cell's result: what its run observed, the results line it prints, and
 //! the debugfs counters that total them.
 
-use crate::detector::{Observed, REPORT_KINDS};
+use crate::detector::{Observed, REPORT_KINDS, REPORT_SYMBOLS};
 use crate::locktrace::LockRecord;
 use crate::spec::Cell;
 use crate::sys::{self, lockdep::ContextState};
@@ -208,10 +208,14 @@ impl fmt::Display for CellResult {
         }
         write!(
             f,
-            " lockdep_before={} lockdep_after={}",
+            " lockdep_before={} lockdep_after={} kinds=",
             u8::from(self.lockdep_before),
             u8::from(self.lockdep_after)
         )?;
+        for (i, (name, symbol)) in REPORT_KINDS.iter().zip(REPORT_SYMBOLS).enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            write!(f, "{}{}:{}", sep, name.to_str().unwrap_or("?"), symbol)?;
+        }
         for (name, count) in REPORT_KINDS.iter().zip(self.observed.reports) {
             write!(f, " {}={}", name.to_str().unwrap_or("?"), count)?;
         }

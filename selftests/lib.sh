@@ -8,7 +8,9 @@
 MODULE=/rgn/modules/rust_gfp_nolocks.ko
 FLAVOR=${RGN_FLAVOR:-}
 [ -n "$FLAVOR" ] || read -r FLAVOR </rgn/flavor
-KINDS="invalid_wait_context sleeping_in_atomic scheduling_while_atomic lockdep_other warning"
+# The module's report kinds (its tables file), once it is loaded
+# (report_kinds).
+KINDS=""
 
 pass() { ktap_test_pass "$FLAVOR: $*"; }
 fail() { ktap_test_fail "$FLAVOR: $*"; }
@@ -25,9 +27,17 @@ module_loaded() { [ -d /sys/module/rust_gfp_nolocks ]; }
 # load_module: loads the module unless it is loaded, and marks the kernel
 # log where the totals of phase agreement start counting.
 load_module() {
-	module_loaded && return 0
-	insmod "$MODULE" || return 1
-	echo "rgn: module loaded" >/dev/kmsg
+	if ! module_loaded; then
+		insmod "$MODULE" || return 1
+		echo "rgn: module loaded" >/dev/kmsg
+	fi
+	report_kinds
+}
+
+# report_kinds: KINDS, the report kinds of the module's tables file (the
+# names of its counters, in the order of the results line).
+report_kinds() {
+	[ -n "$KINDS" ] || KINDS=$(sed -n 's/^kind [0-9]* \([a-z_]*\) .*/\1/p' "$DEBUGFS/tables" | tr '\n' ' ')
 }
 
 # free_pages: pages that are free or accounted to some consumer: MemFree
@@ -62,6 +72,7 @@ meminfo_kb() { awk -v k="$1:" '$1 == k { print $2 }' /proc/meminfo; }
 # snapshot: sets SNAPSHOT to every counter and the number of result lines,
 # read with builtins only (a fork costs tens of ms under TCG).
 snapshot() {
+	report_kinds
 	SNAPSHOT=""
 	for _c in $KINDS allocs_ok allocs_failed cells_run cells_refused unattributed; do
 		read -r _v <"$DEBUGFS/counters/$_c"

@@ -28,6 +28,7 @@ phase_agreement() {
 		return
 	fi
 	module=""
+	report_kinds
 	unattributed=$(counter unattributed)
 	for k in $KINDS; do
 		module="$module$k=$(counter "$k") "

@@ -11,7 +11,9 @@ phase_load() {
 	for f in run reset settle results last cases lockdep counters/cells_run counters/cells_refused counters/allocs_ok counters/unattributed; do
 		[ -e "$DEBUGFS/$f" ] || missing="$missing $f"
 	done
-	for k in $KINDS; do
+	# A counter for each report kind the module's table names, and at
+	# least the two the lock trace derives.
+	for k in $KINDS invalid_wait_context sleeping_in_atomic; do
 		[ -e "$DEBUGFS/counters/$k" ] || missing="$missing counters/$k"
 	done
 	if [ -z "$missing" ]; then pass "module: debugfs files present"; else fail "module: debugfs files missing:$missing"; fi

@@ -235,7 +235,11 @@ check_reset() {
 	before=$SNAPSHOT
 	echo 1 >"$DEBUGFS/reset"
 	snapshot
-	zero="invalid_wait_context=0 sleeping_in_atomic=0 scheduling_while_atomic=0 lockdep_other=0 warning=0 allocs_ok=0 allocs_failed=0 cells_run=0 cells_refused=0 unattributed=0 results=0"
+	zero=""
+	for _c in $KINDS allocs_ok allocs_failed cells_run cells_refused unattributed; do
+		zero="$zero$_c=0 "
+	done
+	zero="${zero}results=0"
 	case $before in
 	*" unattributed=0 "*) fail "reset: the interrupt control left no unattributed report to clear ($before)" ;;
 	*)

@@ -195,7 +195,7 @@ pub fn describe(cells: &[Cell], with_cells: bool) -> String {
 mod tests {
     use super::*;
 
-    const LINE: &str = "kind=alloc ctx=raw_spin_lock alloc=get_free_page gfp=GFP_ATOMIC order=0 path=zone_lock n=4096 context=raw_spin_lock outcome=ran observed_path=zone_lock iterations=1 allocated=1 failed=0 migrated=0 kswapd_wakeups=0 unsettled=- lockdep_before=0 lockdep_after=0 sleeping_in_atomic=0 scheduling_while_atomic=0 lockdep_other=0 warning=0 alloc_ns_min=1 alloc_ns_median=1 alloc_ns_max=1 zone_locked_alloc_ns=0 section_ns=1 derived_sleeping_in_atomic=0 derived_lock=&zone->lock derived_at=f";
+    const LINE: &str = "kind=alloc ctx=raw_spin_lock alloc=get_free_page gfp=GFP_ATOMIC order=0 path=zone_lock n=4096 context=raw_spin_lock outcome=ran observed_path=zone_lock iterations=1 allocated=1 failed=0 migrated=0 kswapd_wakeups=0 unsettled=- lockdep_before=0 lockdep_after=0 kinds=invalid_wait_context:W,sleeping_in_atomic:S,scheduling_while_atomic:A,lockdep_other:L,warning:! sleeping_in_atomic=0 scheduling_while_atomic=0 lockdep_other=0 warning=0 alloc_ns_min=1 alloc_ns_median=1 alloc_ns_max=1 zone_locked_alloc_ns=0 section_ns=1 derived_sleeping_in_atomic=0 derived_lock=&zone->lock derived_at=f";
 
     /// A cell that took `&zone->lock` under a raw lock, rejected by the
     /// trace; lockdep armed or not when it began, and the kernel's count

@@ -17,18 +17,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// Report kinds, in the module's order.
-pub const REPORT_KINDS: [&str; 5] = [
-    "invalid_wait_context",
-    "sleeping_in_atomic",
-    "scheduling_while_atomic",
-    "lockdep_other",
-    "warning",
-];
-
-/// One legend symbol per report kind, in `REPORT_KINDS` order.
-const REPORT_SYMBOLS: [char; 5] = ['W', 'S', 'A', 'L', '!'];
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Stats {
     pub min: u64,
@@ -100,6 +88,10 @@ pub struct Cell {
     #[serde(default)]
     pub kswapd_wakeups: u64,
     pub reports: BTreeMap<String, u64>,
+    /// The module's report kinds and their table symbols, in its order
+    /// (`kinds=` on each results line): the one source of both.
+    #[serde(default)]
+    pub kinds: Vec<(String, char)>,
     pub alloc_ns: Stats,
     /// Duration of the first allocation that took `zone->lock` (0: none did).
     #[serde(default)]
@@ -148,9 +140,6 @@ pub struct Cell {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seen: Vec<String>,
 }
-
-/// Report kinds the module derives from its lock trace.
-pub const DERIVED_KINDS: [&str; 2] = ["invalid_wait_context", "sleeping_in_atomic"];
 
 /// A lock site as a reader knows it: lockdep prints a Rust function of
 /// the module by its v0-mangled symbol (`_RNv...`, a few hundred bytes for
@@ -203,6 +192,26 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// The module's report kinds and symbols (`kinds=NAME:SYMBOL,...`).
+    fn kinds(&self) -> Result<Vec<(String, char)>, String> {
+        let list = self
+            .get("kinds")
+            .map_err(|e| format!("{e} (a module older than this tool names no report kinds)"))?;
+        list.split(',')
+            .map(|pair| {
+                let (name, symbol) = pair.split_once(':').unwrap_or((pair, ""));
+                let mut chars = symbol.chars();
+                match (chars.next(), chars.next()) {
+                    (Some(c), None) if !name.is_empty() => Ok((name.to_string(), c)),
+                    _ => Err(format!(
+                        "kinds= entry '{pair}' is not NAME:SYMBOL in: {}",
+                        self.line
+                    )),
+                }
+            })
+            .collect()
+    }
+
     /// A name, `-` where the line has none.
     fn or_dash(&self, k: &str) -> String {
         self.kv.get(k).copied().unwrap_or("-").to_string()
@@ -249,9 +258,10 @@ impl Cell {
     pub fn parse(line: &str) -> Result<Cell, String> {
         let f = Fields::parse(line)?;
         let kind = f.get("kind")?.to_string();
+        let kinds = f.kinds()?;
         let mut reports = BTreeMap::new();
-        for k in REPORT_KINDS {
-            reports.insert(k.to_string(), f.num(k)?);
+        for (k, _) in &kinds {
+            reports.insert(k.clone(), f.num(k)?);
         }
         let (spec, allocator, gfp, order, requested_path) = f.identity(&kind)?;
         let traced = f.kv.contains_key("locks");
@@ -293,11 +303,12 @@ impl Cell {
             trace_whole: traced
                 && f.kv.get("locks_held_after").is_none_or(|v| *v == "0")
                 && f.kv.get("locks_dropped").is_none_or(|v| *v == "0"),
-            derived: DERIVED_KINDS
+            derived: kinds
                 .iter()
-                .filter(|k| f.kv.contains_key(format!("derived_{k}").as_str()))
-                .map(|k| Ok((k.to_string(), f.num(&format!("derived_{k}"))?)))
+                .filter(|(k, _)| f.kv.contains_key(format!("derived_{k}").as_str()))
+                .map(|(k, _)| Ok((k.clone(), f.num(&format!("derived_{k}"))?)))
                 .collect::<Result<_, String>>()?,
+            kinds,
             derived_lock: f.or_dash("derived_lock"),
             sleep_report: f.or_dash("sleep_report"),
             derived_at: f.or_dash("derived_at"),
@@ -377,9 +388,9 @@ impl Cell {
         if self.kind == "alloc" && self.allocated == 0 && self.failed > 0 {
             s.push('F');
         }
-        for (kind, sym) in REPORT_KINDS.iter().zip(REPORT_SYMBOLS) {
+        for (kind, sym) in &self.kinds {
             if self.report(kind) > 0 {
-                s.push(sym);
+                s.push(*sym);
             } else if self.answered_by_trace() && self.derived(kind) > 0 {
                 s.push(sym.to_ascii_lowercase());
             }
@@ -1402,7 +1413,7 @@ mod tests {
         }
     }
 
-    const LINE: &str = "# RESULT kind=alloc ctx=raw_spin_lock alloc=get_free_page gfp=GFP_ATOMIC order=0 path=zone_lock n=4096 context=raw_spin_lock outcome=ran observed_path=zone_lock iterations=69 allocated=69 failed=0 attempts=1 migrated=0 zone_locked_pages=63 extfrag_events=0 kswapd_wakeups=0 lockdep_before=1 lockdep_after=0 invalid_wait_context=1 sleeping_in_atomic=0 scheduling_while_atomic=0 lockdep_other=0 warning=0 unattributed=0 alloc_ns_min=3370 alloc_ns_median=3461 alloc_ns_max=12268772 zone_locked_alloc_ns=12268772 section_ns=14571806";
+    const LINE: &str = "# RESULT kind=alloc ctx=raw_spin_lock alloc=get_free_page gfp=GFP_ATOMIC order=0 path=zone_lock n=4096 context=raw_spin_lock outcome=ran observed_path=zone_lock iterations=69 allocated=69 failed=0 attempts=1 migrated=0 zone_locked_pages=63 extfrag_events=0 kswapd_wakeups=0 lockdep_before=1 lockdep_after=0 kinds=invalid_wait_context:W,sleeping_in_atomic:S,scheduling_while_atomic:A,lockdep_other:L,warning:! invalid_wait_context=1 sleeping_in_atomic=0 scheduling_while_atomic=0 lockdep_other=0 warning=0 unattributed=0 alloc_ns_min=3370 alloc_ns_median=3461 alloc_ns_max=12268772 zone_locked_alloc_ns=12268772 section_ns=14571806";
 
     #[test]
     fn parses_a_results_line() {
@@ -1699,5 +1710,21 @@ mod tests {
             ]
         );
         assert!(r.table().contains("|KERNEL|ATOMIC"), "{}", r.table());
+    }
+
+    #[test]
+    fn report_kinds_and_their_symbols_come_from_the_line() {
+        let c = Cell::parse(LINE).unwrap();
+        assert_eq!(c.kinds.len(), 5);
+        assert_eq!(c.symbol(), "W");
+        // The module renames a symbol: the table follows.
+        let renamed =
+            Cell::parse(&LINE.replace("invalid_wait_context:W", "invalid_wait_context:X")).unwrap();
+        assert_eq!(renamed.symbol(), "X");
+        // No kinds=: refused, naming why.
+        let old = LINE.replace(" kinds=", " old_kinds=");
+        assert!(Cell::parse(&old)
+            .unwrap_err()
+            .contains("names no report kinds"));
     }
 }

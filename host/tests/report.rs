@@ -2,6 +2,8 @@
 
 //! Parsing, merging and rendering on fixtures: guest outputs captured from
 //! real boots of the test kernels (`tests/fixtures/`).
+//! (Their results lines carry `kinds=`, the report kinds each line of the
+//! module now names, added to the captured lines.)
 
 use rgn_report::{
     config_flags, diff, merge, parse_boot, parse_cases, same_answers, svg, unanswered, Cell, Report,
