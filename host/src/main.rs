@@ -73,6 +73,13 @@ fn load(path: &str) -> Result<Report, String> {
             c.matrix = c.requested_path == "zone_lock";
         }
     }
+    // Cells name the module's report kinds since results lines carry them:
+    // without them no answer can be drawn.
+    if report.cells.iter().any(|c| c.kinds.is_empty()) {
+        return Err(format!(
+            "{path} was written before results named their report kinds: make matrix writes it again"
+        ));
+    }
     Ok(report)
 }
 
