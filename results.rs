@@ -241,7 +241,7 @@ impl fmt::Display for CellResult {
 impl CellResult {
     /// The module's verdicts from the lock trace and the context's state,
     /// the state itself, and the trace (last: the longest value).
-    pub(crate) fn fmt_derived(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    fn fmt_derived(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.traced {
             return Ok(());
         }

@@ -504,7 +504,7 @@ pub(crate) fn parse_spec(input: &[u8]) -> Result<Spec> {
 fn default_iterations(def: &AllocatorDef, path: Path, order: u32) -> u32 {
     match path {
         Path::KrcEmpty => DEFAULT_KRC_EMPTY_ITERATIONS,
-        _ if def.rcu => DEFAULT_RCU_ITERATIONS,
+        // The kfree_rcu() rows' other paths, theirs alone.
         Path::Sheaf | Path::Barn | Path::NewSheaf | Path::Krc => DEFAULT_RCU_ITERATIONS,
         Path::Pcp if def.slab => SLAB_PCP_ITERATIONS,
         Path::Pcp => DEFAULT_PCP_ITERATIONS,

@@ -54,7 +54,8 @@ pub(crate) struct Cache(NonNull<bindings::kmem_cache>);
 
 // SAFETY: A `kmem_cache` may be used and destroyed from any task.
 unsafe impl Send for Cache {}
-// SAFETY: Its methods call the slab allocator, which serializes itself.
+// SAFETY: `Cache` has no `&self` method: cells reach the cache through
+// `CACHE`, in calls the slab allocator serializes itself.
 unsafe impl Sync for Cache {}
 
 impl Cache {
