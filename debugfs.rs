@@ -121,7 +121,11 @@ fn show_tables(_: &State, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "mask {} {} {:#x} short={}", i, m.name, m.gfp, m.short)?;
     }
     for (i, a) in ALLOCATORS.iter().enumerate() {
-        writeln!(f, "allocator {} {} order={}", i, a.name, a.default_order)?;
+        writeln!(
+            f,
+            "allocator {} {} order={} title={}",
+            i, a.name, a.default_order, a.title
+        )?;
     }
     for (i, c) in CONTROLS.iter().enumerate() {
         writeln!(f, "control {} {} in {}", i, c.name, c.context)?;

@@ -175,18 +175,21 @@ impl fmt::Display for CellResult {
             outcome,
             self.path
         )?;
+        // A mask's and an allocator's column heads, from their tables.
+        let (gfp_short, title, slab) = match self.cell {
+            Cell::Alloc(a) => {
+                let def = &ALLOCATORS[a.alloc];
+                (MASKS[a.mask].short, def.title, def.slab)
+            }
+            Cell::Control { .. } => ("-", "-", false),
+        };
         write!(
             f,
-            " matrix={} gfp_short={} slab={} iterations={} allocated={} failed={} attempts={} migrated={} zone_locked_pages={} page_events={} extfrag_events={} kswapd_wakeups={} alloc_warnings={} unsettled={}",
+            " matrix={} gfp_short={} title={} slab={} iterations={} allocated={} failed={} attempts={} migrated={} zone_locked_pages={} page_events={} extfrag_events={} kswapd_wakeups={} alloc_warnings={} unsettled={}",
             u8::from(self.cell.in_matrix()),
-            match self.cell {
-                Cell::Alloc(a) => MASKS[a.mask].short,
-                Cell::Control { .. } => "-",
-            },
-            u8::from(match self.cell {
-                Cell::Alloc(a) => ALLOCATORS[a.alloc].slab,
-                Cell::Control { .. } => false,
-            }),
+            gfp_short,
+            title,
+            u8::from(slab),
             self.iterations,
             self.allocated,
             self.failed,
@@ -206,6 +209,25 @@ impl fmt::Display for CellResult {
                 p.alloc, p.free, p.slab
             )?;
         }
+        self.fmt_reports(f)?;
+        self.fmt_derived(f)?;
+        writeln!(
+            f,
+            " unattributed={} alloc_ns_min={} alloc_ns_median={} alloc_ns_max={} zone_locked_alloc_ns={} section_ns={}",
+            self.observed.unattributed,
+            self.alloc_ns.min,
+            self.alloc_ns.median,
+            self.alloc_ns.max,
+            self.zone_locked_alloc_ns,
+            self.section_ns
+        )
+    }
+}
+
+impl CellResult {
+    /// Whether lockdep was armed around the cell, the report kinds with
+    /// their symbols, and what the kernel reported.
+    fn fmt_reports(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             " lockdep_before={} lockdep_after={} kinds=",
@@ -223,22 +245,9 @@ impl fmt::Display for CellResult {
             f,
             " lock={} lock_at={} sleep_report={}",
             self.observed.lock, self.observed.lock_at, self.observed.sleep_report
-        )?;
-        self.fmt_derived(f)?;
-        writeln!(
-            f,
-            " unattributed={} alloc_ns_min={} alloc_ns_median={} alloc_ns_max={} zone_locked_alloc_ns={} section_ns={}",
-            self.observed.unattributed,
-            self.alloc_ns.min,
-            self.alloc_ns.median,
-            self.alloc_ns.max,
-            self.zone_locked_alloc_ns,
-            self.section_ns
         )
     }
-}
 
-impl CellResult {
     /// The module's verdicts from the lock trace and the context's state,
     /// the state itself, and the trace (last: the longest value).
     fn fmt_derived(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -149,6 +149,10 @@ pub(crate) type AllocFn = fn(sys::Gfp, u32) -> Option<sys::Allocation>;
 
 pub(crate) struct AllocatorDef {
     pub(crate) name: &'static str,
+    /// The call as a kernel developer writes it, the tables' column head
+    /// (`title=` on each result line; no spaces). A row with an order has
+    /// `()`, which the report fills with the cells' order.
+    pub(crate) title: &'static str,
     /// Order used when the spec gives none.
     pub(crate) default_order: u32,
     /// Highest order the spec may choose.
@@ -209,6 +213,7 @@ fn free_now(allocation: sys::Allocation) {
 
 const fn allocator(
     name: &'static str,
+    title: &'static str,
     order: u32,
     max_order: u32,
     accepts: fn(sys::Gfp) -> bool,
@@ -224,6 +229,7 @@ const fn allocator(
     };
     AllocatorDef {
         name,
+        title,
         default_order: order,
         max_order,
         accepts,
@@ -242,7 +248,12 @@ const fn allocator(
 /// A `kfree_rcu()` row: frees (`gfp=0`, order 0) objects of the private
 /// cache (`sys::rcu`) with `free`.
 #[cfg_attr(not(have_slab_rows), allow(dead_code))]
-const fn rcu_row(name: &'static str, properties: u8, free: fn(sys::Allocation)) -> AllocatorDef {
+const fn rcu_row(
+    name: &'static str,
+    title: &'static str,
+    properties: u8,
+    free: fn(sys::Allocation),
+) -> AllocatorDef {
     let any_context = properties & ANY_CONTEXT != 0;
     #[cfg(have_slab_rows)]
     let alloc: AllocFn = sys::rcu::alloc;
@@ -257,7 +268,15 @@ const fn rcu_row(name: &'static str, properties: u8, free: fn(sys::Allocation)) 
         free,
         rcu: true,
         might_sleep: properties & MIGHT_SLEEP != 0,
-        ..allocator(name, 0, 0, |gfp| gfp == 0, properties | FREES | SLAB, alloc)
+        ..allocator(
+            name,
+            title,
+            0,
+            0,
+            |gfp| gfp == 0,
+            properties | FREES | SLAB,
+            alloc,
+        )
     }
 }
 
@@ -297,32 +316,36 @@ const fn rcu_row(name: &'static str, properties: u8, free: fn(sys::Allocation)) 
 /// without trying). Each path is set up before the section and the path
 /// taken named from the kernel's events (`kfree_rcu.rs`).
 ///
-/// One line per allocator: name, default order, highest order, masks
-/// accepted, properties (failures warn, frees, callable from any context,
-/// slab), call (for a freeing row: the allocation whose free it runs).
+/// One line per allocator: name, title, default order, highest order,
+/// masks accepted, properties (failures warn, frees, callable from any
+/// context, slab), call (for a freeing row: the allocation whose free it
+/// runs).
 #[rustfmt::skip]
 pub(crate) const ALLOCATORS: &[AllocatorDef] = &[
     #[cfg(have_alloc_pages_nolock)]
-    allocator("alloc_pages_nolock", 0, sys::PCP_MAX_ORDER, |gfp| gfp == 0, ANY_CONTEXT, sys::alloc_pages_nolock),
-    allocator("get_free_page", 0, 0, |_| true, WARNS, sys::get_free_pages),
-    allocator("get_free_pages", 4, sys::MAX_ORDER, |_| true, WARNS, sys::get_free_pages),
-    allocator("free_page", 0, 0, |gfp| gfp == 0, FREES, sys::get_free_pages),
-    allocator("free_pages", 4, sys::MAX_ORDER, |gfp| gfp == 0, FREES, sys::get_free_pages),
+    allocator("alloc_pages_nolock", "alloc_pages_nolock()", 0, sys::PCP_MAX_ORDER, |gfp| gfp == 0, ANY_CONTEXT, sys::alloc_pages_nolock),
+    allocator("get_free_page", "__get_free_page()", 0, 0, |_| true, WARNS, sys::get_free_pages),
+    allocator("get_free_pages", "__get_free_pages()", 4, sys::MAX_ORDER, |_| true, WARNS, sys::get_free_pages),
+    allocator("free_page", "free_page()", 0, 0, |gfp| gfp == 0, FREES, sys::get_free_pages),
+    allocator("free_pages", "free_pages()", 4, sys::MAX_ORDER, |gfp| gfp == 0, FREES, sys::get_free_pages),
     #[cfg(have_kmalloc_nolock_rows)]
-    allocator("kmalloc_nolock", 0, 0, |gfp| gfp == 0, ANY_CONTEXT | SLAB, sys::kmalloc_nolock),
+    allocator("kmalloc_nolock", "kmalloc_nolock(64)", 0, 0, |gfp| gfp == 0, ANY_CONTEXT | SLAB, sys::kmalloc_nolock),
     #[cfg(have_slab_rows)]
-    allocator("kmalloc", 0, 0, slab_mask, WARNS | SLAB, sys::kmalloc),
+    allocator("kmalloc", "kmalloc(64)", 0, 0, slab_mask, WARNS | SLAB, sys::kmalloc),
     #[cfg(have_slab_rows)]
-    allocator("kfree", 0, 0, |gfp| gfp == 0, FREES | SLAB, sys::kmalloc),
+    allocator("kfree", "kfree()", 0, 0, |gfp| gfp == 0, FREES | SLAB, sys::kmalloc),
     #[cfg(have_kmalloc_nolock_rows)]
-    allocator("kfree_nolock", 0, 0, |gfp| gfp == 0, FREES | ANY_CONTEXT | SLAB, sys::kmalloc_nolock),
+    allocator("kfree_nolock", "kfree_nolock()", 0, 0, |gfp| gfp == 0, FREES | ANY_CONTEXT | SLAB, sys::kmalloc_nolock),
     #[cfg(have_slab_rows)]
-    rcu_row("kfree_rcu", 0, sys::rcu::kfree_rcu),
+    rcu_row("kfree_rcu", "kfree_rcu()", 0, sys::rcu::kfree_rcu),
     #[cfg(have_slab_rows)]
-    rcu_row("kvfree_rcu_mightsleep", MIGHT_SLEEP, sys::rcu::kvfree_rcu_mightsleep),
+    rcu_row("kvfree_rcu_mightsleep", "kvfree_rcu_mightsleep()", MIGHT_SLEEP, sys::rcu::kvfree_rcu_mightsleep),
     #[cfg(have_kfree_rcu_nolock)]
-    rcu_row("kfree_rcu_nolock", ANY_CONTEXT, sys::rcu::kfree_rcu_nolock),
+    rcu_row("kfree_rcu_nolock", "kfree_rcu_nolock()", ANY_CONTEXT, sys::rcu::kfree_rcu_nolock),
 ];
+
+// The slab rows' titles name their object size.
+const _: () = assert!(sys::SLAB_OBJECT_SIZE == 64);
 
 #[cfg(have_slab_rows)]
 fn slab_mask(gfp: sys::Gfp) -> bool {

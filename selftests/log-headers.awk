@@ -15,6 +15,10 @@
 #       window, unattributed=U: at least the cell's per kind, and in all
 #       exactly the cell's plus U).
 
+# Its own list of kinds and its own classifier, on purpose: a count that
+# learnt from the module what a report is would agree with the module's
+# mistakes (the module publishes its kinds in tables; phase agreement
+# checks that both lists name the same kinds).
 BEGIN {
 	nk = split("invalid_wait_context sleeping_in_atomic scheduling_while_atomic lockdep_other warning", kind, " ")
 }

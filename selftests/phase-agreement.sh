@@ -35,6 +35,16 @@ phase_agreement() {
 	done
 	module=${module% }
 	log=$(log_report_counts)
+	# The log's classifier keeps its own list of kinds (log-headers.awk):
+	# it must name the kinds the module's table names, or a kind one side
+	# lacks would go uncounted.
+	log_kinds=$(echo "$log" | tr ' ' '\n' | sed 's/=.*//' | sort | tr '\n' ' ')
+	table_kinds=$(echo "$KINDS" | tr ' ' '\n' | sed '/^$/d' | sort | tr '\n' ' ')
+	if [ "$log_kinds" = "$table_kinds" ]; then
+		pass "the kernel log's classifier and the module's tables name the same report kinds: ${table_kinds% }"
+	else
+		fail "report kinds: the module's tables name '${table_kinds% }', the log's classifier (log-headers.awk) '${log_kinds% }': add the kind to both"
+	fi
 	# Per kind the log holds at least the cells' reports; in all, exactly
 	# those plus the unattributed ones.
 	verdict=$(echo "$module $log" | awk -v u="$unattributed" '{

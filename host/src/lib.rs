@@ -40,6 +40,10 @@ pub struct Cell {
     /// (`gfp_short=`); the mask itself in older outputs.
     #[serde(default)]
     pub gfp_short: String,
+    /// The allocator's column head, the call as the module's table names
+    /// it (`title=`, `-` for a control); empty in older outputs.
+    #[serde(default)]
+    pub title: String,
     pub order: u32,
     /// The path the spec asked for: `zone_lock`, `pcp`, `slowpath`,
     /// `new_slab`, or `none` (controls).
@@ -274,6 +278,7 @@ impl Cell {
             kind,
             context: f.get("context")?.to_string(),
             gfp_short: f.kv.get("gfp_short").copied().unwrap_or("").to_string(),
+            title: f.kv.get("title").copied().unwrap_or("").to_string(),
             allocator,
             gfp,
             order,
@@ -371,6 +376,22 @@ impl Cell {
 
     pub fn kernel_answer(&self) -> bool {
         self.lockdep_armed && self.unsettled == "-" && (!self.lock_trace || self.sleep_check_open)
+    }
+
+    /// The allocator's column head: the module's title for it, with the
+    /// cell's order where that is not 0 (`__get_free_pages(order 4)`); the
+    /// allocator's name in older outputs, which have no title.
+    pub fn heading(&self) -> String {
+        let title = if self.title.is_empty() {
+            &self.allocator
+        } else {
+            &self.title
+        };
+        match (self.order, title.strip_suffix("()")) {
+            (0, _) => title.to_string(),
+            (order, Some(call)) => format!("{call}(order {order})"),
+            (order, None) => format!("{title} order {order}"),
+        }
     }
 
     /// The legend symbol: `.` clean, `W` invalid wait context, `S` sleeping
@@ -577,6 +598,31 @@ impl Report {
             .map_or(gfp, |c| c.gfp_short.as_str())
     }
 
+    /// An allocator's column head (`Cell::heading`), from its matrix
+    /// cells, or any of its cells.
+    fn alloc_heading(&self, alloc: &str) -> String {
+        let of_alloc = |c: &&Cell| c.kind == "alloc" && c.allocator == alloc;
+        self.cells
+            .iter()
+            .filter(of_alloc)
+            .find(|c| c.matrix)
+            .or_else(|| self.cells.iter().find(of_alloc))
+            .map_or(alloc.to_string(), Cell::heading)
+    }
+
+    /// The allocator groups of a grid's columns: column head and column
+    /// count.
+    fn column_groups(&self, cols: &[(&str, &str)]) -> Vec<(String, usize)> {
+        let mut groups = Vec::new();
+        let mut j = 0;
+        while j < cols.len() {
+            let span = cols[j..].iter().take_while(|c| c.0 == cols[j].0).count();
+            groups.push((self.alloc_heading(cols[j].0), span));
+            j += span;
+        }
+        groups
+    }
+
     fn title(&self) -> String {
         let on = |k: &str| self.config.get(k).copied().unwrap_or(false);
         format!(
@@ -605,28 +651,34 @@ impl Report {
     /// The compact text table of one flavor.
     pub fn table(&self) -> String {
         let (rows, cols) = self.grid();
-        let width = 7;
         let label = rows.iter().map(|r| r.len()).max().unwrap_or(8).max(8) + 2;
         let mut out = String::new();
         let _ = writeln!(out, "{}", self.title());
-        // Allocator names span their columns.
+        // Each allocator's head spans its columns, which widen to fit it
+        // and their masks.
+        let mut widths = Vec::new();
         let mut line = " ".repeat(label);
-        let mut i = 0;
-        while i < cols.len() {
-            let span = cols[i..].iter().take_while(|c| c.0 == cols[i].0).count();
-            let name = short_allocator(cols[i].0);
-            let _ = write!(line, "{:<w$}", format!("|{name}"), w = span * width);
-            i += span;
+        for (name, span) in self.column_groups(&cols) {
+            let share = (name.len() + 1).div_ceil(span);
+            let group = &cols[widths.len()..widths.len() + span];
+            let first = widths.len();
+            widths.extend(
+                group
+                    .iter()
+                    .map(|(_, gfp)| TEXT_CELL_W.max(share).max(self.short_gfp(gfp).len() + 1)),
+            );
+            let w = widths[first..].iter().sum();
+            let _ = write!(line, "{:<w$}", format!("|{name}"));
         }
         let _ = writeln!(out, "{}", line.trim_end());
         let mut line = format!("{:<label$}", "");
-        for (_, gfp) in &cols {
+        for ((_, gfp), width) in cols.iter().zip(&widths) {
             let _ = write!(line, "{:<width$}", format!("|{}", self.short_gfp(gfp)));
         }
         let _ = writeln!(out, "{}", line.trim_end());
         for row in &rows {
             let mut line = format!("{row:<label$}");
-            for (alloc, gfp) in &cols {
+            for ((alloc, gfp), width) in cols.iter().zip(&widths) {
                 let sym = self
                     .cell(row, alloc, gfp)
                     .map_or("-".to_string(), Cell::symbol);
@@ -659,7 +711,7 @@ impl Report {
     }
 
     /// The slow path cells (`path=slowpath`), in table order: a label
-    /// `context/[allocator:]mask` and the cell's symbol, with `k` for a
+    /// `context/allocator:mask` and the cell's symbol, with `k` for a
     /// kswapd wakeup.
     pub fn slow_path(&self) -> Vec<(String, String)> {
         let (rows, _) = self.grid();
@@ -671,7 +723,6 @@ impl Report {
         cells.sort_by_key(|c| {
             (
                 rows.iter().position(|r| *r == c.context),
-                c.allocator != "get_free_page",
                 self.mask_rank(&c.allocator, &c.gfp),
             )
         });
@@ -679,13 +730,8 @@ impl Report {
             .iter()
             .map(|c| {
                 let kswapd = if c.kswapd_wakeups > 0 { "k" } else { "" };
-                let alloc = match c.allocator.as_str() {
-                    "get_free_page" => "",
-                    "alloc_pages_nolock" => "nolock:",
-                    _ => "?:",
-                };
                 (
-                    format!("{}/{alloc}{}", c.context, self.short_gfp(&c.gfp)),
+                    format!("{}/{}:{}", c.context, c.heading(), self.short_gfp(&c.gfp)),
                     format!("{}{kswapd}", c.symbol()),
                 )
             })
@@ -774,23 +820,6 @@ fn median(v: &mut [u64]) -> u64 {
     }
     v.sort_unstable();
     v[v.len() / 2]
-}
-
-fn short_allocator(name: &str) -> &str {
-    match name {
-        "get_free_page" => "__get_free_page()",
-        "get_free_pages" => "__get_free_pages(order 4)",
-        "alloc_pages_nolock" => "nolock",
-        "free_page" => "free_page()",
-        "free_pages" => "free_pages(order 4)",
-        "kmalloc" => "kmalloc(64)",
-        "kmalloc_nolock" => "kmalloc_nolock",
-        "kfree" => "kfree()",
-        "kfree_rcu" => "kfree_rcu()",
-        "kvfree_rcu_mightsleep" => "kvfree_rcu_mightsleep()",
-        "kfree_rcu_nolock" => "kfree_rcu_nolock()",
-        other => other,
-    }
 }
 
 /// What each lock behind a report is: lockdep class names, and the two
@@ -919,7 +948,7 @@ pub const LEGEND: &str = "legend: . clean  W invalid wait context  S sleeping in
 L other lockdep report  ! warning  F allocation failed  R refused (memory too short)  ? not checked by lockdep\n\
 w s: invalid wait context / sleeping in atomic the kernel did not print (lockdep off, or the sleep check's once-a-second limit) but the module derived from the locks the cell took, by the kernel's rules\n\
 ~ the kernel's state (a slab cache's sheaves and slabs, kfree_rcu()'s page cache) decides between outcomes the source allows: explain lists them, and those seen\n\
-- not a cell: the call is not legal in that context (only alloc_pages_nolock(), kmalloc_nolock(), kfree_nolock() and kfree_rcu_nolock() run in NMI)\n\
+- not a cell: the call is not legal in that context (NMI runs only the calls made for any context, the *_nolock() ones)\n\
 W on a !PREEMPT_RT kernel is lockdep's PROVE_RAW_LOCK_NESTING check: that lock would sleep on PREEMPT_RT (legal here)\n\
 columns: masks under each allocator (AT|NW = GFP_ATOMIC|__GFP_NOWARN, NOWARN = __GFP_NOWARN alone); rows: the atomic context\n\
 equal columns are not equal masks: each page cell is driven to zone->lock (slab: to a new slab; frees: kfree() of one\n\
@@ -1123,20 +1152,11 @@ fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Width of one column of the text table, a mask's short name and `|`.
+const TEXT_CELL_W: usize = 7;
+
 /// Width of one character of the SVG's 11 px monospace font, rounded up.
 const SVG_CHAR_W: usize = 7;
-
-/// The allocator groups of a grid's columns: short name and column count.
-fn column_groups<'a>(cols: &[(&'a str, &str)]) -> Vec<(&'a str, usize)> {
-    let mut groups: Vec<(&'a str, usize)> = Vec::new();
-    let mut j = 0;
-    while j < cols.len() {
-        let span = cols[j..].iter().take_while(|c| c.0 == cols[j].0).count();
-        groups.push((short_allocator(cols[j].0), span));
-        j += span;
-    }
-    groups
-}
 
 /// Whether a name fits flat over `span` columns of `cell` pixels.
 fn fits_flat(name: &str, span: usize, cell: usize) -> bool {
@@ -1208,9 +1228,9 @@ impl SvgLayout {
         // wider than their group of columns).
         let slanted_h = panels
             .iter()
-            .flat_map(|(_, (_, cols))| column_groups(cols))
+            .flat_map(|(report, (_, cols))| report.column_groups(cols))
             .filter(|(name, span)| !fits_flat(name, *span, SVG_CELL))
-            .map(|(name, _)| slanted_height(name))
+            .map(|(name, _)| slanted_height(&name))
             .max()
             .unwrap_or(0);
         let top: usize = 130.max(96 + slanted_h);
@@ -1268,14 +1288,14 @@ fn svg_column_heads(
     cols: &[(&str, &str)],
 ) {
     let mut j = 0;
-    for (name, span) in column_groups(cols) {
+    for (name, span) in report.column_groups(cols) {
         let (x1, x2) = (
             x0 + SVG_LABEL + j * SVG_CELL,
             x0 + SVG_LABEL + (j + span) * SVG_CELL,
         );
-        let label = xml_escape(name);
+        let label = xml_escape(&name);
         let (xm, y) = ((x1 + x2) / 2, top - 72);
-        if fits_flat(name, span, SVG_CELL) {
+        if fits_flat(&name, span, SVG_CELL) {
             let _ = write!(
                 out,
                 r#"<text x="{xm}" y="{y}" text-anchor="middle">{label}</text>"#
@@ -1387,14 +1407,37 @@ fn svg_slow_path(out: &mut String, report: &Report, x0: usize, slow_top: usize) 
 mod tests {
     use super::*;
 
+    /// A matrix cell of LINE's context for `alloc` (titled `title`, `""`
+    /// for none) at `gfp` and `order`.
+    fn matrix_cell(alloc: &str, title: &str, gfp: &str, order: u32) -> Cell {
+        let title = if title.is_empty() {
+            String::new()
+        } else {
+            format!("title={title} ")
+        };
+        Cell::parse(
+            &LINE
+                .replace("alloc=get_free_page", &format!("alloc={alloc}"))
+                .replace("gfp=GFP_ATOMIC", &format!("gfp={gfp}"))
+                .replace("order=0", &format!("order={order}"))
+                .replace(" iterations=", &format!(" matrix=1 {title}iterations=")),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn one_column_groups_are_slanted_and_wide_groups_flat() {
-        let mut cols: Vec<(&str, &str)> = ["GFP_KERNEL", "GFP_NOWAIT", "GFP_ATOMIC", "0"]
+        let mut cells: Vec<Cell> = ["GFP_KERNEL", "GFP_NOWAIT", "GFP_ATOMIC", "0"]
             .iter()
-            .map(|m| ("get_free_page", *m))
+            .map(|m| matrix_cell("get_free_page", "__get_free_page()", m, 0))
             .collect();
-        cols.extend([("free_page", "0"), ("free_pages", "0"), ("kfree", "0")]);
-        let groups = column_groups(&cols);
+        cells.push(matrix_cell("free_page", "free_page()", "0", 0));
+        cells.push(matrix_cell("free_pages", "free_pages()", "0", 4));
+        cells.push(matrix_cell("kfree", "kfree()", "0", 0));
+        let r = report(cells);
+        let (_, cols) = r.grid();
+        let groups = r.column_groups(&cols);
+        let groups: Vec<(&str, usize)> = groups.iter().map(|(n, s)| (n.as_str(), *s)).collect();
         assert_eq!(
             groups,
             vec![
@@ -1411,6 +1454,37 @@ mod tests {
         for (name, span) in &groups[1..] {
             assert!(!fits_flat(name, *span, 34), "{name}");
         }
+    }
+
+    #[test]
+    fn column_heads_are_the_modules_titles_and_the_text_columns_fit_them() {
+        let cells = vec![
+            matrix_cell("alloc_pages_nolock", "alloc_pages_nolock()", "0", 0),
+            matrix_cell("get_free_page", "__get_free_page()", "GFP_KERNEL", 0),
+            matrix_cell("get_free_page", "__get_free_page()", "GFP_ATOMIC", 0),
+            // The module renames a call: the table follows.
+            matrix_cell("get_free_pages", "__get_many_pages()", "GFP_KERNEL", 3),
+            // An older line, without a title: the allocator's name.
+            matrix_cell("kfree", "", "0", 0),
+        ];
+        let r = report(cells);
+        let table = r.table();
+        for head in [
+            "|alloc_pages_nolock()|__get_free_page()",
+            "|__get_many_pages(order 3)|kfree",
+        ] {
+            assert!(table.contains(head), "{head}\n{table}");
+        }
+        // Every line's column bars stand where the head's do: a column
+        // widens to fit its allocator's title.
+        let bars = |line: &str| -> Vec<usize> {
+            line.match_indices('|').map(|(i, _)| i).collect::<Vec<_>>()
+        };
+        let lines: Vec<&str> = table.lines().skip(1).take(3).collect();
+        let (head, masks, cells) = (bars(lines[0]), bars(lines[1]), bars(lines[2]));
+        assert_eq!(masks, cells, "{table}");
+        assert!(head.iter().all(|b| masks.contains(b)), "{table}");
+        assert_eq!(masks.len(), 5, "{table}");
     }
 
     const LINE: &str = "# RESULT kind=alloc ctx=raw_spin_lock alloc=get_free_page gfp=GFP_ATOMIC order=0 path=zone_lock n=4096 context=raw_spin_lock outcome=ran observed_path=zone_lock iterations=69 allocated=69 failed=0 attempts=1 migrated=0 zone_locked_pages=63 extfrag_events=0 kswapd_wakeups=0 lockdep_before=1 lockdep_after=0 kinds=invalid_wait_context:W,sleeping_in_atomic:S,scheduling_while_atomic:A,lockdep_other:L,warning:! invalid_wait_context=1 sleeping_in_atomic=0 scheduling_while_atomic=0 lockdep_other=0 warning=0 unattributed=0 alloc_ns_min=3370 alloc_ns_median=3461 alloc_ns_max=12268772 zone_locked_alloc_ns=12268772 section_ns=14571806";
