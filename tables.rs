@@ -347,6 +347,41 @@ pub(crate) const ALLOCATORS: &[AllocatorDef] = &[
 // The slab rows' titles name their object size.
 const _: () = assert!(sys::SLAB_OBJECT_SIZE == 64);
 
+/// Whether `s` holds a space, which would split its `key=value` on a
+/// result line.
+const fn has_space(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b' ' {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+// Column heads are single words on the result lines (`title=`,
+// `gfp_short=`): the build fails on one with a space.
+const _: () = {
+    let mut i = 0;
+    while i < ALLOCATORS.len() {
+        assert!(
+            !has_space(ALLOCATORS[i].title),
+            "an allocator's title has a space"
+        );
+        i += 1;
+    }
+    let mut i = 0;
+    while i < MASKS.len() {
+        assert!(
+            !has_space(MASKS[i].short),
+            "a mask's short name has a space"
+        );
+        i += 1;
+    }
+};
+
 #[cfg(have_slab_rows)]
 fn slab_mask(gfp: sys::Gfp) -> bool {
     matches!(gfp, sys::GFP_KERNEL | sys::GFP_NOWAIT | sys::GFP_ATOMIC | 0)

@@ -40,6 +40,17 @@ report_kinds() {
 	[ -n "$KINDS" ] || KINDS=$(sed -n 's/^kind [0-9]* \([a-z_]*\) .*/\1/p' "$DEBUGFS/tables" | tr '\n' ' ')
 }
 
+# counts_with KIND: the report counts of a results line whose one report
+# is a KIND (none: "-"), " KIND=N ... ", in the module's order.
+counts_with() {
+	report_kinds
+	_counts=" "
+	for _k in $KINDS; do
+		_counts="$_counts$_k=$([ "$_k" = "$1" ] && echo 1 || echo 0) "
+	done
+	echo "$_counts"
+}
+
 # free_pages: pages that are free or accounted to some consumer: MemFree
 # and the per-cpu lists, plus buffers, page cache, slab, kernel stacks, page
 # tables, vmalloc, per-cpu areas and anonymous memory. A page taken from the

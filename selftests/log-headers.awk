@@ -7,7 +7,7 @@
 # usage:
 #   awk -v mode=totals -f log-headers.awk DMESG
 #       "KIND=N ..." for every report kind since the last "rgn: module loaded"
-#   awk -v mode=cells -v kinds="KIND..." -f log-headers.awk CELLS DMESG
+#   awk -v mode=cells -f log-headers.awk CELLS DMESG
 #       CELLS: lines "cell=N key=value..." (a results line per cell run
 #       between "rgn: cell N begin" and "rgn: cell N end" in the log).
 #       Prints "ok|not_ok<TAB>cells<TAB>problems": each cell's counts equal

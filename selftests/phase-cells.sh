@@ -93,7 +93,9 @@ judge_derived() {
 # phase_cells SOURCE: SOURCE is "all", "all:K/N" or a file of specs.
 # The rows a kernel may lack (expected_cases says when): a spec of one of
 # them that this kernel has no row for is skipped; any other name goes to
-# the module, which refuses a typo.
+# the module, which refuses a typo. A list of its own: the module's tables
+# name only the rows this kernel has, so they cannot tell a row this
+# kernel lacks from a typo.
 OPTIONAL_ROWS="alloc_pages_nolock kmalloc_nolock kfree_nolock kfree_rcu_nolock kmalloc kfree kfree_rcu kvfree_rcu_mightsleep"
 
 # spec_file FILE: the specs of FILE this kernel runs: comments and blank

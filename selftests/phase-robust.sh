@@ -144,8 +144,8 @@ check_two_writers() {
 	problems=""
 	[ "$(cat /tmp/writer_a)$(cat /tmp/writer_b)" = 00 ] || problems="$problems exit $(cat /tmp/writer_a)/$(cat /tmp/writer_b);"
 	[ "$(wc -l <"$DEBUGFS/results")" -eq 2 ] || problems="$problems $(wc -l <"$DEBUGFS/results") results;"
-	case $a in *" invalid_wait_context=0 sleeping_in_atomic=1 scheduling_while_atomic=0 lockdep_other=0 warning=0 "*) ;; *) problems="$problems might_sleep line '$a';" ;; esac
-	case $b in *" invalid_wait_context=0 sleeping_in_atomic=0 scheduling_while_atomic=0 lockdep_other=0 warning=0 "*) ;; *) problems="$problems empty line '$b';" ;; esac
+	case $a in *"$(counts_with sleeping_in_atomic)"*) ;; *) problems="$problems might_sleep line '$a';" ;; esac
+	case $b in *"$(counts_with -)"*) ;; *) problems="$problems empty line '$b';" ;; esac
 	if [ -z "$problems" ]; then
 		pass "two writers at once: both complete; might_sleep_under_preempt_disable has its one sleeping_in_atomic, empty is clean"
 	else

@@ -598,14 +598,14 @@ impl Report {
             .map_or(gfp, |c| c.gfp_short.as_str())
     }
 
-    /// An allocator's column head (`Cell::heading`), from its matrix
-    /// cells, or any of its cells.
+    /// An allocator's column head (`Cell::heading`), from its first
+    /// matrix cell with a title (an older boot's cells have none).
     fn alloc_heading(&self, alloc: &str) -> String {
-        let of_alloc = |c: &&Cell| c.kind == "alloc" && c.allocator == alloc;
+        let of_alloc = |c: &&Cell| c.kind == "alloc" && c.matrix && c.allocator == alloc;
         self.cells
             .iter()
             .filter(of_alloc)
-            .find(|c| c.matrix)
+            .find(|c| !c.title.is_empty())
             .or_else(|| self.cells.iter().find(of_alloc))
             .map_or(alloc.to_string(), Cell::heading)
     }
@@ -648,27 +648,45 @@ impl Report {
         }
     }
 
+    /// A cell's symbol in the text table, `-` where there is no cell.
+    fn text_symbol(&self, row: &str, alloc: &str, gfp: &str) -> String {
+        self.cell(row, alloc, gfp)
+            .map_or("-".to_string(), Cell::symbol)
+    }
+
+    /// The text table's column widths: each column fits its mask and its
+    /// cells' symbols, and an allocator's columns together its head.
+    fn text_widths(&self, rows: &[&str], cols: &[(&str, &str)]) -> Vec<usize> {
+        let mut widths = Vec::new();
+        for (name, span) in self.column_groups(cols) {
+            let share = (name.len() + 1).div_ceil(span);
+            for (alloc, gfp) in &cols[widths.len()..widths.len() + span] {
+                let widest = rows
+                    .iter()
+                    .map(|r| self.text_symbol(r, alloc, gfp).len())
+                    .chain([self.short_gfp(gfp).len()])
+                    .max()
+                    .unwrap_or(0);
+                widths.push(TEXT_CELL_W.max(share).max(widest + 1));
+            }
+        }
+        widths
+    }
+
     /// The compact text table of one flavor.
     pub fn table(&self) -> String {
         let (rows, cols) = self.grid();
         let label = rows.iter().map(|r| r.len()).max().unwrap_or(8).max(8) + 2;
         let mut out = String::new();
         let _ = writeln!(out, "{}", self.title());
-        // Each allocator's head spans its columns, which widen to fit it
-        // and their masks.
-        let mut widths = Vec::new();
+        // Each allocator's head spans its columns.
+        let widths = self.text_widths(&rows, &cols);
         let mut line = " ".repeat(label);
+        let mut first = 0;
         for (name, span) in self.column_groups(&cols) {
-            let share = (name.len() + 1).div_ceil(span);
-            let group = &cols[widths.len()..widths.len() + span];
-            let first = widths.len();
-            widths.extend(
-                group
-                    .iter()
-                    .map(|(_, gfp)| TEXT_CELL_W.max(share).max(self.short_gfp(gfp).len() + 1)),
-            );
-            let w = widths[first..].iter().sum();
+            let w = widths[first..first + span].iter().sum();
             let _ = write!(line, "{:<w$}", format!("|{name}"));
+            first += span;
         }
         let _ = writeln!(out, "{}", line.trim_end());
         let mut line = format!("{:<label$}", "");
@@ -679,9 +697,7 @@ impl Report {
         for row in &rows {
             let mut line = format!("{row:<label$}");
             for ((alloc, gfp), width) in cols.iter().zip(&widths) {
-                let sym = self
-                    .cell(row, alloc, gfp)
-                    .map_or("-".to_string(), Cell::symbol);
+                let sym = self.text_symbol(row, alloc, gfp);
                 let _ = write!(line, "{:<width$}", format!("|{sym}"));
             }
             let _ = writeln!(out, "{}", line.trim_end());
@@ -943,15 +959,48 @@ fn state_decided(report: &Report) -> String {
     out
 }
 
-/// The legend of `Cell::symbol`.
-pub const LEGEND: &str = "legend: . clean  W invalid wait context  S sleeping in atomic  A scheduling while atomic  \
-L other lockdep report  ! warning  F allocation failed  R refused (memory too short)  ? not checked by lockdep\n\
-w s: invalid wait context / sleeping in atomic the kernel did not print (lockdep off, or the sleep check's once-a-second limit) but the module derived from the locks the cell took, by the kernel's rules\n\
+/// The legend of `Cell::symbol` for `reports`: the report kinds and the
+/// masks' short names as their results lines name them.
+pub fn legend(reports: &[Report]) -> String {
+    let cells = || reports.iter().flat_map(|r| &r.cells);
+    let mut kinds: Vec<&(String, char)> = Vec::new();
+    for k in cells().flat_map(|c| &c.kinds) {
+        if !kinds.contains(&k) {
+            kinds.push(k);
+        }
+    }
+    let kinds: String = kinds
+        .iter()
+        .map(|(name, sym)| format!("  {sym} {}", name.replace('_', " ")))
+        .collect();
+    // Short names that are not their mask without its GFP_ prefix.
+    let mut shorts: Vec<String> = Vec::new();
+    for c in cells().filter(|c| c.kind == "alloc" && !c.gfp_short.is_empty()) {
+        let plain = c.gfp.trim_start_matches("__").trim_start_matches("GFP_");
+        let named = format!("{} = {}", c.gfp_short, c.gfp);
+        if c.gfp_short != plain && !shorts.contains(&named) {
+            shorts.push(named);
+        }
+    }
+    let shorts = if shorts.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", shorts.join(", "))
+    };
+    format!(
+        "legend: . clean{kinds}  F allocation failed  R refused (memory too short)  ? not checked by lockdep\n{LEGEND_NOTES}\n\
+columns: masks under each allocator, named without GFP_ or __GFP_{shorts}; rows: the atomic context\n{LEGEND_READING}"
+    )
+}
+
+/// The legend's notes on the lower-case, `~` and `-` marks and on W.
+const LEGEND_NOTES: &str = "w s: invalid wait context / sleeping in atomic the kernel did not print (lockdep off, or the sleep check's once-a-second limit) but the module derived from the locks the cell took, by the kernel's rules\n\
 ~ the kernel's state (a slab cache's sheaves and slabs, kfree_rcu()'s page cache) decides between outcomes the source allows: explain lists them, and those seen\n\
 - not a cell: the call is not legal in that context (NMI runs only the calls made for any context, the *_nolock() ones)\n\
-W on a !PREEMPT_RT kernel is lockdep's PROVE_RAW_LOCK_NESTING check: that lock would sleep on PREEMPT_RT (legal here)\n\
-columns: masks under each allocator (AT|NW = GFP_ATOMIC|__GFP_NOWARN, NOWARN = __GFP_NOWARN alone); rows: the atomic context\n\
-equal columns are not equal masks: each page cell is driven to zone->lock (slab: to a new slab; frees: kfree() of one\n\
+W on a !PREEMPT_RT kernel is lockdep's PROVE_RAW_LOCK_NESTING check: that lock would sleep on PREEMPT_RT (legal here)";
+
+/// The legend's note on what sets equal columns apart.
+const LEGEND_READING: &str = "equal columns are not equal masks: each page cell is driven to zone->lock (slab: to a new slab; frees: kfree() of one\n\
 object, free_page() until the per-cpu list drains) with ample memory; the slow path\n\
 line (memory drained to the min watermark) is where kswapd wakeups, warnings and reserves set NOWAIT, ATOMIC, 0 and NOWARN apart";
 
@@ -1171,7 +1220,7 @@ fn slanted_height(name: &str) -> usize {
 /// A self-contained SVG heatmap of the flavors side by side.
 pub fn svg(reports: &[Report]) -> String {
     let panels: Vec<_> = reports.iter().map(|r| (r, r.grid())).collect();
-    let layout = SvgLayout::of(&panels);
+    let layout = SvgLayout::of(&panels, &legend(reports));
     let (width, height) = (layout.width, layout.height);
     let mut out = String::new();
     let _ = writeln!(
@@ -1192,7 +1241,7 @@ pub fn svg(reports: &[Report]) -> String {
         svg_slow_path(&mut out, report, x0, layout.slow_top);
         x0 += layout.panel_w(cols.len());
     }
-    for (i, line) in LEGEND.lines().enumerate() {
+    for (i, line) in legend(reports).lines().enumerate() {
         let _ = writeln!(
             out,
             r#"<text x="10" y="{}">{}</text>"#,
@@ -1223,7 +1272,7 @@ struct SvgLayout {
 type Panel<'a> = (&'a Report, (Vec<&'a str>, Vec<(&'a str, &'a str)>));
 
 impl SvgLayout {
-    fn of(panels: &[Panel<'_>]) -> Self {
+    fn of(panels: &[Panel<'_>], legend: &str) -> Self {
         // Room above the grid for the allocator names drawn slanted (those
         // wider than their group of columns).
         let slanted_h = panels
@@ -1238,12 +1287,12 @@ impl SvgLayout {
             slanted_h,
             top,
             slow_top: 0,
-            legend_h: LEGEND.lines().count() * 16 + 10,
+            legend_h: legend.lines().count() * 16 + 10,
             width: 0,
             height: 0,
         };
         // The legend's longest line, drawn in full.
-        let legend_w = LEGEND
+        let legend_w = legend
             .lines()
             .map(|l| l.chars().count() * SVG_CHAR_W + 20)
             .max()
@@ -1467,7 +1516,17 @@ mod tests {
             // An older line, without a title: the allocator's name.
             matrix_cell("kfree", "", "0", 0),
         ];
-        let r = report(cells);
+        let mut r = report(cells);
+        // A cell of every kind, failed and unchecked: a symbol wider than
+        // a column.
+        let mut wide = matrix_cell("get_free_page", "__get_free_page()", "GFP_ATOMIC", 0);
+        wide.context = "hardirq".into();
+        for n in wide.reports.values_mut() {
+            *n = 1;
+        }
+        (wide.allocated, wide.failed, wide.lockdep_armed) = (0, 1, false);
+        assert_eq!(wide.symbol(), "FWSAL!?");
+        r.cells.push(wide);
         let table = r.table();
         for head in [
             "|alloc_pages_nolock()|__get_free_page()",
@@ -1480,11 +1539,53 @@ mod tests {
         let bars = |line: &str| -> Vec<usize> {
             line.match_indices('|').map(|(i, _)| i).collect::<Vec<_>>()
         };
-        let lines: Vec<&str> = table.lines().skip(1).take(3).collect();
-        let (head, masks, cells) = (bars(lines[0]), bars(lines[1]), bars(lines[2]));
-        assert_eq!(masks, cells, "{table}");
+        let lines: Vec<&str> = table.lines().skip(1).take(4).collect();
+        let (head, masks) = (bars(lines[0]), bars(lines[1]));
+        for cells in &lines[2..] {
+            assert_eq!(masks, bars(cells), "{table}");
+        }
         assert!(head.iter().all(|b| masks.contains(b)), "{table}");
         assert_eq!(masks.len(), 5, "{table}");
+        assert!(table.contains("|FWSAL!? "), "{table}");
+        // An older boot's cell first: the head is still the module's title.
+        let mut mixed = report(vec![
+            matrix_cell("get_free_page", "", "GFP_KERNEL", 0),
+            matrix_cell("get_free_page", "__get_free_page()", "GFP_ATOMIC", 0),
+        ]);
+        assert!(mixed.table().contains("|__get_free_page()"));
+        mixed.cells.pop();
+        assert!(mixed.table().contains("|get_free_page"));
+    }
+
+    #[test]
+    fn the_legend_names_the_kinds_and_short_names_of_the_results() {
+        let mut masks = vec![matrix_cell(
+            "get_free_page",
+            "__get_free_page()",
+            "GFP_ATOMIC",
+            0,
+        )];
+        masks[0].gfp_short = "ATOMIC".into();
+        let mut both = matrix_cell(
+            "get_free_page",
+            "__get_free_page()",
+            "GFP_ATOMIC|__GFP_NOWARN",
+            0,
+        );
+        both.gfp_short = "AT|NW".into();
+        masks.push(both);
+        let text = legend(&[report(masks)]);
+        assert!(text.starts_with("legend: . clean  W invalid wait context  S sleeping in atomic"));
+        assert!(
+            text.contains("; AT|NW = GFP_ATOMIC|__GFP_NOWARN;"),
+            "{text}"
+        );
+        assert!(!text.contains("ATOMIC = "), "{text}");
+        // The module renames a symbol: the legend follows.
+        let renamed = LINE.replace("invalid_wait_context:W", "invalid_wait_context:X");
+        let text = legend(&[report(vec![Cell::parse(&renamed).unwrap()])]);
+        assert!(text.contains("  X invalid wait context  "), "{text}");
+        assert!(!text.contains("  W invalid"), "{text}");
     }
 
     const LINE: &str = "# RESULT kind=alloc ctx=raw_spin_lock alloc=get_free_page gfp=GFP_ATOMIC order=0 path=zone_lock n=4096 context=raw_spin_lock outcome=ran observed_path=zone_lock iterations=69 allocated=69 failed=0 attempts=1 migrated=0 zone_locked_pages=63 extfrag_events=0 kswapd_wakeups=0 lockdep_before=1 lockdep_after=0 kinds=invalid_wait_context:W,sleeping_in_atomic:S,scheduling_while_atomic:A,lockdep_other:L,warning:! invalid_wait_context=1 sleeping_in_atomic=0 scheduling_while_atomic=0 lockdep_other=0 warning=0 unattributed=0 alloc_ns_min=3370 alloc_ns_median=3461 alloc_ns_max=12268772 zone_locked_alloc_ns=12268772 section_ns=14571806";

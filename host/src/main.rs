@@ -6,8 +6,8 @@
 use lexopt::prelude::*;
 use rgn_report::select::Selection;
 use rgn_report::{
-    config_flags, diff, explain, merge, parse_boot, parse_cases, same_answers, svg, unanswered,
-    Report, LEGEND,
+    config_flags, diff, explain, legend, merge, parse_boot, parse_cases, same_answers, svg,
+    unanswered, Report,
 };
 use std::path::Path;
 use std::process::ExitCode;
@@ -224,7 +224,7 @@ fn cmd_show(p: &mut lexopt::Parser) -> Result<bool, String> {
         for r in &reports {
             println!("{}", r.table());
         }
-        println!("{LEGEND}\n");
+        println!("{}\n", legend(&reports));
     }
     for pair in reports.windows(2) {
         let names = (pair[0].flavor.clone(), pair[1].flavor.clone());
