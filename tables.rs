@@ -347,13 +347,13 @@ pub(crate) const ALLOCATORS: &[AllocatorDef] = &[
 // The slab rows' titles name their object size.
 const _: () = assert!(sys::SLAB_OBJECT_SIZE == 64);
 
-/// Whether `s` holds a space, which would split its `key=value` on a
+/// Whether `s` holds white space, which would split its `key=value` on a
 /// result line.
 const fn has_space(s: &str) -> bool {
     let bytes = s.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b' ' {
+        if bytes[i].is_ascii_whitespace() {
             return true;
         }
         i += 1;

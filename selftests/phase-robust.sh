@@ -144,6 +144,7 @@ check_two_writers() {
 	problems=""
 	[ "$(cat /tmp/writer_a)$(cat /tmp/writer_b)" = 00 ] || problems="$problems exit $(cat /tmp/writer_a)/$(cat /tmp/writer_b);"
 	[ "$(wc -l <"$DEBUGFS/results")" -eq 2 ] || problems="$problems $(wc -l <"$DEBUGFS/results") results;"
+	[ -n "$KINDS" ] || problems="$problems no report kinds in tables;"
 	case $a in *"$(counts_with sleeping_in_atomic)"*) ;; *) problems="$problems might_sleep line '$a';" ;; esac
 	case $b in *"$(counts_with -)"*) ;; *) problems="$problems empty line '$b';" ;; esac
 	if [ -z "$problems" ]; then

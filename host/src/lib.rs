@@ -969,13 +969,26 @@ pub fn legend(reports: &[Report]) -> String {
             kinds.push(k);
         }
     }
+    let symbol = |name: &str, default: char| {
+        kinds
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(default, |(_, sym)| *sym)
+    };
+    // The two kinds the module also derives from a cell's locks.
+    let (w, s) = (
+        symbol("invalid_wait_context", 'W'),
+        symbol("sleeping_in_atomic", 'S'),
+    );
+    let (lw, ls) = (w.to_ascii_lowercase(), s.to_ascii_lowercase());
     let kinds: String = kinds
         .iter()
         .map(|(name, sym)| format!("  {sym} {}", name.replace('_', " ")))
         .collect();
-    // Short names that are not their mask without its GFP_ prefix.
+    // The table's short names that are not their mask without its
+    // GFP_ or __GFP_ prefix.
     let mut shorts: Vec<String> = Vec::new();
-    for c in cells().filter(|c| c.kind == "alloc" && !c.gfp_short.is_empty()) {
+    for c in cells().filter(|c| c.kind == "alloc" && c.matrix && !c.gfp_short.is_empty()) {
         let plain = c.gfp.trim_start_matches("__").trim_start_matches("GFP_");
         let named = format!("{} = {}", c.gfp_short, c.gfp);
         if c.gfp_short != plain && !shorts.contains(&named) {
@@ -988,16 +1001,14 @@ pub fn legend(reports: &[Report]) -> String {
         format!("; {}", shorts.join(", "))
     };
     format!(
-        "legend: . clean{kinds}  F allocation failed  R refused (memory too short)  ? not checked by lockdep\n{LEGEND_NOTES}\n\
+        "legend: . clean{kinds}  F allocation failed  R refused (memory too short)  ? not checked by lockdep\n\
+{lw} {ls}: invalid wait context / sleeping in atomic the kernel did not print (lockdep off, or the sleep check's once-a-second limit) but the module derived from the locks the cell took, by the kernel's rules\n\
+~ the kernel's state (a slab cache's sheaves and slabs, kfree_rcu()'s page cache) decides between outcomes the source allows: explain lists them, and those seen\n\
+- not a cell: the call is not legal in that context (NMI runs only the calls made for any context, the *_nolock() ones)\n\
+{w} on a !PREEMPT_RT kernel is lockdep's PROVE_RAW_LOCK_NESTING check: that lock would sleep on PREEMPT_RT (legal here)\n\
 columns: masks under each allocator, named without GFP_ or __GFP_{shorts}; rows: the atomic context\n{LEGEND_READING}"
     )
 }
-
-/// The legend's notes on the lower-case, `~` and `-` marks and on W.
-const LEGEND_NOTES: &str = "w s: invalid wait context / sleeping in atomic the kernel did not print (lockdep off, or the sleep check's once-a-second limit) but the module derived from the locks the cell took, by the kernel's rules\n\
-~ the kernel's state (a slab cache's sheaves and slabs, kfree_rcu()'s page cache) decides between outcomes the source allows: explain lists them, and those seen\n\
-- not a cell: the call is not legal in that context (NMI runs only the calls made for any context, the *_nolock() ones)\n\
-W on a !PREEMPT_RT kernel is lockdep's PROVE_RAW_LOCK_NESTING check: that lock would sleep on PREEMPT_RT (legal here)";
 
 /// The legend's note on what sets equal columns apart.
 const LEGEND_READING: &str = "equal columns are not equal masks: each page cell is driven to zone->lock (slab: to a new slab; frees: kfree() of one\n\
@@ -1459,6 +1470,7 @@ mod tests {
     /// A matrix cell of LINE's context for `alloc` (titled `title`, `""`
     /// for none) at `gfp` and `order`.
     fn matrix_cell(alloc: &str, title: &str, gfp: &str, order: u32) -> Cell {
+        let short = gfp.trim_start_matches("GFP_");
         let title = if title.is_empty() {
             String::new()
         } else {
@@ -1469,7 +1481,10 @@ mod tests {
                 .replace("alloc=get_free_page", &format!("alloc={alloc}"))
                 .replace("gfp=GFP_ATOMIC", &format!("gfp={gfp}"))
                 .replace("order=0", &format!("order={order}"))
-                .replace(" iterations=", &format!(" matrix=1 {title}iterations=")),
+                .replace(
+                    " iterations=",
+                    &format!(" matrix=1 gfp_short={short} {title}iterations="),
+                ),
         )
         .unwrap()
     }
@@ -1511,15 +1526,15 @@ mod tests {
             matrix_cell("alloc_pages_nolock", "alloc_pages_nolock()", "0", 0),
             matrix_cell("get_free_page", "__get_free_page()", "GFP_KERNEL", 0),
             matrix_cell("get_free_page", "__get_free_page()", "GFP_ATOMIC", 0),
-            // The module renames a call: the table follows.
-            matrix_cell("get_free_pages", "__get_many_pages()", "GFP_KERNEL", 3),
             // An older line, without a title: the allocator's name.
             matrix_cell("kfree", "", "0", 0),
+            // The module renames a call: the table follows.
+            matrix_cell("get_free_pages", "__get_many_pages()", "GFP_KERNEL", 3),
         ];
         let mut r = report(cells);
         // A cell of every kind, failed and unchecked: a symbol wider than
-        // a column.
-        let mut wide = matrix_cell("get_free_page", "__get_free_page()", "GFP_ATOMIC", 0);
+        // a column whose head and mask are narrow (kfree, 0).
+        let mut wide = matrix_cell("kfree", "", "0", 0);
         wide.context = "hardirq".into();
         for n in wide.reports.values_mut() {
             *n = 1;
@@ -1530,7 +1545,7 @@ mod tests {
         let table = r.table();
         for head in [
             "|alloc_pages_nolock()|__get_free_page()",
-            "|__get_many_pages(order 3)|kfree",
+            "|kfree  |__get_many_pages(order 3)",
         ] {
             assert!(table.contains(head), "{head}\n{table}");
         }
@@ -1546,7 +1561,7 @@ mod tests {
         }
         assert!(head.iter().all(|b| masks.contains(b)), "{table}");
         assert_eq!(masks.len(), 5, "{table}");
-        assert!(table.contains("|FWSAL!? "), "{table}");
+        assert!(table.contains("|FWSAL!?|-"), "{table}");
         // An older boot's cell first: the head is still the module's title.
         let mut mixed = report(vec![
             matrix_cell("get_free_page", "", "GFP_KERNEL", 0),
@@ -1574,8 +1589,19 @@ mod tests {
         );
         both.gfp_short = "AT|NW".into();
         masks.push(both);
-        let text = legend(&[report(masks)]);
+        // __GFP_NOWARN's short name is the mask without its prefix: not
+        // explained; a spec file's cell (not the table's) is not either.
+        let mut nowarn = matrix_cell("get_free_page", "__get_free_page()", "__GFP_NOWARN", 0);
+        nowarn.gfp_short = "NOWARN".into();
+        masks.push(nowarn);
+        let mut other = matrix_cell("get_free_page", "__get_free_page()", "__GFP_HIGH", 0);
+        (other.gfp_short, other.matrix) = ("HI".into(), false);
+        masks.push(other);
+        let text = legend(&[report(masks.clone()), report(masks)]);
         assert!(text.starts_with("legend: . clean  W invalid wait context  S sleeping in atomic"));
+        assert_eq!(text.matches("W invalid wait context").count(), 1, "{text}");
+        assert!(!text.contains("NOWARN = "), "{text}");
+        assert!(!text.contains("HI = "), "{text}");
         assert!(
             text.contains("; AT|NW = GFP_ATOMIC|__GFP_NOWARN;"),
             "{text}"
@@ -1586,6 +1612,8 @@ mod tests {
         let text = legend(&[report(vec![Cell::parse(&renamed).unwrap()])]);
         assert!(text.contains("  X invalid wait context  "), "{text}");
         assert!(!text.contains("  W invalid"), "{text}");
+        assert!(text.contains("\nx s: invalid wait context"), "{text}");
+        assert!(text.contains("\nX on a !PREEMPT_RT kernel"), "{text}");
     }
 
     const LINE: &str = "# RESULT kind=alloc ctx=raw_spin_lock alloc=get_free_page gfp=GFP_ATOMIC order=0 path=zone_lock n=4096 context=raw_spin_lock outcome=ran observed_path=zone_lock iterations=69 allocated=69 failed=0 attempts=1 migrated=0 zone_locked_pages=63 extfrag_events=0 kswapd_wakeups=0 lockdep_before=1 lockdep_after=0 kinds=invalid_wait_context:W,sleeping_in_atomic:S,scheduling_while_atomic:A,lockdep_other:L,warning:! invalid_wait_context=1 sleeping_in_atomic=0 scheduling_while_atomic=0 lockdep_other=0 warning=0 unattributed=0 alloc_ns_min=3370 alloc_ns_median=3461 alloc_ns_max=12268772 zone_locked_alloc_ns=12268772 section_ns=14571806";
