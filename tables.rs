@@ -150,8 +150,9 @@ pub(crate) type AllocFn = fn(sys::Gfp, u32) -> Option<sys::Allocation>;
 pub(crate) struct AllocatorDef {
     pub(crate) name: &'static str,
     /// The call as a kernel developer writes it, the tables' column head
-    /// (`title=` on each result line; no spaces). A row with an order has
-    /// `()`, which the report fills with the cells' order.
+    /// (`title=` on each result line; no white space, which the build
+    /// checks). A row with an order has `()`, which the report fills with
+    /// the cells' order.
     pub(crate) title: &'static str,
     /// Order used when the spec gives none.
     pub(crate) default_order: u32,
